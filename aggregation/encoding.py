@@ -264,8 +264,12 @@ def from_codes(
             f"{n_conflicting} (task, worker) pairs answered more than once, counted as separate votes (policy 'all')"
         )
 
-    # Tasks and workers left with no answers cannot exist here: the policy keeps at least
-    # one row of every (task, worker) pair.
+    # Pre-coded input may carry names no row uses (e.g. a dictionary built over a larger
+    # file); a task or worker without answers has no consensus or score, so drop them.
+    task_codes, task_names = _drop_unused(task_codes, task_names)
+    worker_codes, worker_names = _drop_unused(worker_codes, worker_names)
+    if classes is None:
+        label_codes, label_names = _drop_unused(label_codes, label_names)
     return Answers(
         task=task_codes.astype(np.int32, copy=False),
         worker=worker_codes.astype(np.int32, copy=False),
@@ -279,6 +283,14 @@ def from_codes(
         n_conflicting_pairs=n_conflicting,
         warnings=tuple(warnings),
     )
+
+
+def _drop_unused(codes: np.ndarray, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    used = np.bincount(codes, minlength=names.size) > 0
+    if used.all():
+        return codes, names
+    renumber = np.cumsum(used, dtype=np.int64) - 1
+    return renumber[codes].astype(np.int32), names[used]
 
 
 def _apply_duplicates(task, worker, label, n_workers, policy):

@@ -139,3 +139,13 @@ def test_policies_agree_with_a_plain_python_reference(data, rnd, policy):
                 chosen[(t, w)] = l
         want = sorted((t, w, l) for (t, w), l in chosen.items())
     assert got == want
+
+
+def test_pre_coded_names_nobody_used_are_dropped():
+    from aggregation import from_codes
+
+    a = from_codes([2, 0], ["tc", "ta", "tb"], [1, 1], ["wx", "wy"], [0, 0], ["z", "unused"])
+    assert list(a.task_names) == ["tb", "tc"]  # "ta" (code 1) had no answers
+    assert list(a.worker_names) == ["wy"]
+    assert list(a.classes) == ["z"]
+    assert list(decode(a.task, a.task_names)) == ["tb", "tc"]
