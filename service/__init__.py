@@ -1,0 +1,1 @@
+"""crowdqc service: HTTP API, background jobs and the offline command line."""
