@@ -1,0 +1,296 @@
+"""The ``crowdqc`` command: ``aggregate`` files offline, or ``serve`` / ``worker`` for the service.
+
+Errors in the input or the options end the command with exit code 2 and a single line
+``crowdqc: error: <file>, line N: <problem>`` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from aggregation import DUPLICATE_POLICIES, AnswersError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PROGRESS_AFTER = 2.0  # seconds before progress lines start, so quick runs stay quiet
+PROGRESS_EVERY = 1.0  # seconds between two progress lines
+
+AGGREGATE_EPILOG = """\
+input files:
+  ANSWERS holds one answer per row with the columns task, worker, label (other names via
+  --task-column/--worker-column/--label-column; extra columns are ignored).  Formats:
+  CSV (.csv), TSV (.tsv) or JSON Lines (.jsonl/.ndjson, one object per line), chosen by
+  the extension or --format; UTF-8; .gz files are decompressed.  In JSON, ids and labels
+  are strings or integers (1 and "1" are the same label); floats, booleans and null are
+  errors.  Labels are compared after Unicode NFC normalisation and stripping of
+  surrounding white space; case is kept and "1" and "01" differ.
+
+  GOLD (optional) has the columns task, label; it is used to measure accuracy and
+  worker gold accuracy, never to fit the model.
+
+duplicates:
+  A worker answering one task several times: 'latest' (default) keeps the last row,
+  'first' the first, 'all' counts every row as a separate vote.
+
+output (in --out DIR):
+  consensus.csv      task,label,confidence,n_labels,tie,mv_label,p:<label>... (,gold)
+  workers.csv        worker reliability figures, flags and confusion matrix (JSON)
+  disagreements.csv  every task, most uncertain first
+  summary.json       method, parameters, counts, agreement, accuracy, warnings, timings
+
+exit status: 0 success, 2 bad input or options (one 'crowdqc: error:' line), 1 other failure.
+"""
+
+
+class UsageError(Exception):
+    """Bad options: reported like argparse errors but on one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump: scripts grep for 'crowdqc: error:'
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .analysis import METHODS
+    from .readers import FORMATS
+
+    parser = _Parser(prog="crowdqc", description="Quality control for crowd-sourced labels.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    agg = sub.add_parser(
+        "aggregate",
+        help="consensus labels, worker reliability and disagreements from an answers file",
+        description="Compute consensus labels, worker reliability, a disagreement ranking and "
+        "agreement statistics from a file of redundant labels, and write them to a directory.",
+        epilog=AGGREGATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    agg.add_argument("answers", metavar="ANSWERS", help="answers file (.csv, .tsv, .jsonl, .ndjson; optionally .gz)")
+    agg.add_argument("--gold", metavar="GOLD", help="gold labels file (task, label) to measure accuracy against")
+    agg.add_argument("--method", default="dawid_skene", choices=list(METHODS),
+                     help="consensus method (default: %(default)s)")
+    agg.add_argument("--out", metavar="DIR", default="crowdqc-out", help="output directory (default: %(default)s)")
+    agg.add_argument("--duplicates", default="latest", choices=DUPLICATE_POLICIES,
+                     help="repeated answers by one worker on one task (default: %(default)s)")
+    agg.add_argument("--max-iter", type=int, metavar="N", help="maximum EM iterations (EM methods; default 100)")
+    agg.add_argument("--tol", type=float, metavar="T",
+                     help="EM convergence tolerance (EM methods); 0 runs every iteration")
+    agg.add_argument("--classes", metavar="A,B,C",
+                     help="declared label set, comma-separated; a label outside it is an error, "
+                     "and declared labels nobody gave still get a probability")
+    agg.add_argument("--format", choices=FORMATS, help="format of ANSWERS (default: from the extension)")
+    agg.add_argument("--gold-format", choices=FORMATS, help="format of GOLD (default: from the extension)")
+    agg.add_argument("--task-column", default="task", metavar="NAME", help="task id column (default: %(default)s)")
+    agg.add_argument("--worker-column", default="worker", metavar="NAME", help="worker id column (default: %(default)s)")
+    agg.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: %(default)s)")
+    agg.add_argument("--gold-task-column", metavar="NAME", help="task column of GOLD (default: --task-column)")
+    agg.add_argument("--gold-label-column", metavar="NAME", help="label column of GOLD (default: --label-column)")
+    agg.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    agg.set_defaults(run=run_aggregate)
+
+    srv = sub.add_parser("serve", help="run the HTTP API", description="Run the crowdqc HTTP API.")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    srv.set_defaults(run=run_serve)
+
+    wrk = sub.add_parser("worker", help="run a background job worker (RQ, Redis)",
+                         description="Run a worker for the service's background jobs.")
+    wrk.set_defaults(run=run_worker)
+    return parser
+
+
+class Progress:
+    """Stage and EM-iteration lines on stderr, only once the run is slow, and throttled."""
+
+    def __init__(self, stream=None, enabled: bool = True, after: float = PROGRESS_AFTER, every: float = PROGRESS_EVERY):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled, self.after, self.every = enabled, after, every
+        self.start = time.perf_counter()
+        self.last = -float("inf")
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.start
+        is_iteration = "iteration" in event
+        if elapsed < self.after or (is_iteration and now - self.last < self.every):
+            return
+        self.last = now
+        if is_iteration:
+            ll = event.get("log_likelihood")
+            ll_text = f", log-likelihood {ll:.6g}" if ll is not None else ""
+            of = f"/{event['max_iter']}" if event.get("max_iter") else ""
+            text = f"fit: EM iteration {event['iteration']}{of}{ll_text}"
+        else:
+            text = f"{event['stage'].replace('_', ' ')}..."
+        print(f"crowdqc: [{elapsed:6.1f}s] {text}", file=self.stream, flush=True)
+
+
+def run_aggregate(args) -> int:
+    from .analysis import analyse, check_params, Gold
+    from .readers import Columns, read_answers, read_gold
+    from .report import write_summary, write_tables
+
+    started = time.perf_counter()
+    params = {}
+    if args.max_iter is not None:
+        params["max_iter"] = args.max_iter
+    if args.tol is not None:
+        params["tol"] = args.tol
+    try:
+        params = check_params(args.method, params)
+    except ValueError as exc:
+        raise UsageError(f"--method {args.method}: {exc}") from None
+    classes = None
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",")]
+        if not all(classes):
+            raise UsageError(f"--classes: empty label in {args.classes!r}")
+
+    progress = Progress(enabled=not args.quiet)
+    progress({"stage": "read"})
+    t0 = time.perf_counter()
+    columns = Columns(args.task_column, args.worker_column, args.label_column)
+    answers, warnings = read_answers(args.answers, args.format, columns, classes, args.duplicates)
+    gold = None
+    if args.gold:
+        codes, n_given, n_unanswered, gold_warnings = read_gold(
+            args.gold, answers, args.gold_format,
+            args.gold_task_column or args.task_column, args.gold_label_column or args.label_column,
+        )
+        gold = Gold(codes, n_given, n_unanswered)
+        warnings += gold_warnings
+    t_read = time.perf_counter() - t0
+
+    analysis = analyse(answers, args.method, params, gold=gold, progress=progress)
+    # reader warnings first; the encoder's are already in analysis.warnings
+    analysis.warnings[:0] = [w for w in warnings if w not in analysis.warnings]
+
+    progress({"stage": "write"})
+    t0 = time.perf_counter()
+    paths = write_tables(analysis, args.out)
+    summary = analysis.summary()
+    summary["inputs"] = {"answers": str(args.answers), "gold": None if args.gold is None else str(args.gold)}
+    timings = {"read": t_read, **analysis.timings, "write": time.perf_counter() - t0}
+    timings["total"] = time.perf_counter() - started
+    summary["timings"] = {k: round(float(v), 6) for k, v in timings.items()}
+    write_summary(summary, paths["summary.json"])
+    if not args.quiet:
+        print(human_summary(summary, args.out))
+    return EXIT_OK
+
+
+def human_summary(summary: dict, out_dir) -> str:
+    c = summary["counts"]
+    lines = [f"crowdqc aggregate: {summary['method']} on {summary['inputs']['answers']}"]
+    rows = f" from {c['rows']} rows" if c["rows"] != c["answers"] else ""
+    lines.append(f"  {c['answers']} answers{rows}, {c['tasks']} tasks, {c['workers']} workers, {c['classes']} classes")
+    if summary.get("iterations") is not None:
+        state = "converged" if summary["converged"] else "not converged"
+        ll = summary.get("log_likelihood")
+        ll_text = f", log-likelihood {ll:.6g}" if ll is not None else ""
+        lines.append(f"  EM: {summary['iterations']} iterations, {state}{ll_text}")
+    acc = summary.get("accuracy")
+    if acc is not None:
+        if acc["method"] is None:
+            lines.append(f"  accuracy vs gold: no gold task was answered ({acc['gold_tasks_given']} gold tasks)")
+        else:
+            lines.append(
+                f"  accuracy vs gold ({acc['gold_tasks_used']} tasks): {summary['method']} {acc['method']:.4f}, "
+                f"majority vote {acc['majority_vote']:.4f}"
+            )
+    parts = []
+    for name, title in (("krippendorff_alpha", "Krippendorff alpha"), ("fleiss_kappa", "Fleiss kappa"),
+                        ("cohen_kappa", "Cohen kappa"), ("percent_agreement", "percent agreement")):
+        result = summary["agreement"].get(name)
+        if result is not None:
+            parts.append(f"{title} {result['value']:.4f}" if result["value"] is not None else f"{title} undefined")
+    if parts:
+        lines.append("  agreement: " + ", ".join(parts))
+    flagged = {k: v for k, v in c["flagged_workers"].items() if v}
+    flag_text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in flagged.items()) or "none"
+    lines.append(
+        f"  {c['tied_tasks']} tied tasks; model overrules majority vote on "
+        f"{c['tasks_where_model_overrules_majority_vote']} tasks; flagged workers: {flag_text}"
+    )
+    t = summary["timings"]
+    lines.append(f"  time: read {t.get('read', 0):.2f}s, fit {t.get('fit', 0):.2f}s, "
+                 f"write {t.get('write', 0):.2f}s, total {t.get('total', 0):.2f}s")
+    lines.append(f"  wrote {out_dir}/: consensus.csv, workers.csv, disagreements.csv, summary.json")
+    for warning in summary["warnings"]:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+def run_serve(args) -> int:
+    serve = _load("service.server", "serve", "the HTTP server")
+    serve(args.host, args.port)
+    return EXIT_OK
+
+
+def run_worker(args) -> int:
+    worker_main = _load("service.worker", "main", "the job worker")
+    result = worker_main()
+    return EXIT_OK if result is None else int(result)
+
+
+def _load(module: str, attr: str, what: str):
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name in (module, *_parents(module)):
+            raise CommandError(f"{what} is not available in this installation ({module} is missing)") from None
+        raise CommandError(f"{what} needs the Python package {exc.name!r}, which is not installed") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise CommandError(f"{what} is not available ({module}.{attr} is missing)")
+    return fn
+
+
+def _parents(module: str):
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+class CommandError(Exception):
+    """A failure that is not the user's input (exit 1)."""
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (the console script exits with it)."""
+    from .readers import ReadError
+
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except (UsageError, ReadError, AnswersError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ValueError as exc:  # parameter ranges checked by the estimators
+        return _fail(str(exc), EXIT_USAGE)
+    except CommandError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _fail(f"{where}{exc.strerror or exc}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        print("crowdqc: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    message = " ".join(str(message).split())  # exactly one line
+    print(f"crowdqc: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
