@@ -14,6 +14,8 @@ from .config import Settings
 from .store import Store
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+# Endpoints that stream their own (non-JSON, possibly huge) body: bulk file imports.
+RAW_BODY_ENDPOINTS = {"imports.Imports"}
 
 
 class CrowdqcApi(Api):
@@ -56,7 +58,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["CROWDQC"] = settings
     app.json.sort_keys = False
 
-    client = config.get("REDIS") or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    client = config.get("REDIS") or redis_client(settings)
     store = Store(client, settings.key_prefix)
     store.set_grace(settings.result_grace_seconds)
     app.extensions["crowdqc_redis"] = client
@@ -78,19 +80,45 @@ def create_app(config: dict | None = None) -> Flask:
     from .api import register_blueprints
 
     register_blueprints(api)
+    from .openapi_doc import document_success
+
+    document_success(api.spec)
     from .auth import authenticate_request
 
     app.before_request(authenticate_request)
     app.before_request(_check_body)
+    from . import observability
+
+    observability.init_app(app, settings)
     return app
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A client that fails fast: when Redis is down or stalled a request gets a 503 within
+    a few seconds (timeouts x a short retry) instead of hanging on a socket."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        settings.redis_url,
+        health_check_interval=30,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
 
 
 def _check_body():
     """Reject bodies that are not JSON before any view reads them: a wrong Content-Type or
     malformed JSON must be a clear 4xx, never ``request.json is None`` and a 500."""
-    if request.method not in _BODY_METHODS:
+    if request.method not in _BODY_METHODS or request.endpoint in RAW_BODY_ENDPOINTS:
         return None
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is read up to the limit only, and werkzeug raises 413 on the
+        # *next* read: without this one, a longer body would be silently truncated.
+        request.stream.read(1)
     if not raw:
         if request.endpoint and _needs_body(request.endpoint):
             raise errors.ApiError(400, "the request body is empty; send a JSON document with Content-Type: application/json")

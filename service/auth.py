@@ -108,7 +108,9 @@ def project_reader(project_id, **_):
     require_project(project_id)
 
 
-PUBLIC_PREFIXES = ("health.", "api-docs.")
+# /metrics checks its own token (CROWDQC_METRICS_TOKEN) when one is set: a scraper never
+# holds project keys.
+PUBLIC_PREFIXES = ("health.", "api-docs.", "metrics")
 
 
 def authenticate_request():

@@ -26,6 +26,16 @@ def _float(env, name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _intervals(env, name: str, default: tuple) -> tuple:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return tuple(int(x) for x in raw.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers (seconds), got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -40,6 +50,9 @@ class Settings:
     max_id_length: int = 256
     max_answer_id_length: int = 128
     max_labels_per_project: int = 1_000
+    # Answers one project may hold (each costs ~RAM in Redis: see docs/operations.md);
+    # 0 means no limit.  A batch that would pass it is refused whole.
+    max_answers_per_project: int = 20_000_000
     max_page: int = 1_000
     default_page: int = 100
     # Debounce of automatic aggregation: run once labels have been quiet this long, but
@@ -52,6 +65,27 @@ class Settings:
     result_grace_seconds: int = 600
     # Keep at most this many disagreement rows per result.
     disagreement_rows: int = 1_000
+    # Bulk imports (POST /v1/projects/{id}/imports) bypass max_body_bytes: they are
+    # streamed into Redis, so the bound is Redis memory, not the API's.
+    max_import_bytes: int = 2 * 1024**3
+    # Outbound webhooks: seconds before each retry of a failed delivery, and the timeout
+    # of one delivery attempt.
+    webhook_retry_intervals: tuple = (10, 60, 300, 1800, 7200)
+    webhook_timeout_seconds: float = 10.0
+    # Redis client timeouts: a Redis that is down or stalled turns into a 503 after this
+    # long instead of a hung request.
+    redis_timeout_seconds: float = 5.0
+    redis_connect_timeout_seconds: float = 2.0
+    # Workers record a heartbeat of each running job this often; the API reports a job
+    # as failed (worker lost) once its heartbeat is older than job_lost_seconds.
+    job_heartbeat_seconds: int = 10
+    job_lost_seconds: float = 90.0
+    # When set, GET /metrics needs 'Authorization: Bearer <this>'; otherwise it is open
+    # (restrict it at the network level).
+    metrics_token: str | None = None
+    # "json" (one JSON object per line) or "text".
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -74,6 +108,17 @@ class Settings:
             job_timeout_seconds=_int(env, "CROWDQC_JOB_TIMEOUT", d.job_timeout_seconds),
             result_grace_seconds=_int(env, "CROWDQC_RESULT_GRACE_SECONDS", d.result_grace_seconds),
             disagreement_rows=_int(env, "CROWDQC_DISAGREEMENT_ROWS", d.disagreement_rows),
+            max_import_bytes=_int(env, "CROWDQC_MAX_IMPORT_BYTES", d.max_import_bytes),
+            webhook_retry_intervals=_intervals(env, "CROWDQC_WEBHOOK_RETRY_INTERVALS", d.webhook_retry_intervals),
+            webhook_timeout_seconds=_float(env, "CROWDQC_WEBHOOK_TIMEOUT", d.webhook_timeout_seconds),
+            max_answers_per_project=_int(env, "CROWDQC_MAX_ANSWERS", d.max_answers_per_project),
+            redis_timeout_seconds=_float(env, "CROWDQC_REDIS_TIMEOUT", d.redis_timeout_seconds),
+            redis_connect_timeout_seconds=_float(env, "CROWDQC_REDIS_CONNECT_TIMEOUT", d.redis_connect_timeout_seconds),
+            job_heartbeat_seconds=_int(env, "CROWDQC_JOB_HEARTBEAT_SECONDS", d.job_heartbeat_seconds),
+            job_lost_seconds=_float(env, "CROWDQC_JOB_LOST_SECONDS", d.job_lost_seconds),
+            metrics_token=env.get("CROWDQC_METRICS_TOKEN") or None,
+            log_format=(env.get("CROWDQC_LOG_FORMAT") or d.log_format).lower(),
+            log_level=(env.get("CROWDQC_LOG_LEVEL") or d.log_level).upper(),
         )
 
     def updated(self, overrides: dict | None) -> "Settings":

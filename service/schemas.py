@@ -11,6 +11,9 @@ from marshmallow import fields, validate
 
 from aggregation.encoding import normalize_label
 
+# C0/C1 control characters (NUL, newlines, escape sequences: they break logs, CSV exports
+# and terminals) and lone surrogates (not encodable as UTF-8, so never storable).
+BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ROLES = ("writer", "reader")
 
@@ -47,6 +50,10 @@ class StrOrInt(fields.Field):
         return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
 
 
+# Labels are ids too: same bound as Settings.max_id_length's default.
+MAX_LABEL_LENGTH = 256
+
+
 class AggregationConfigSchema(ma.Schema):
     method = fields.String(load_default="dawid_skene")
     params = fields.Dict(keys=fields.String(), load_default=dict)
@@ -71,6 +78,11 @@ class ProjectCreateSchema(ma.Schema):
         normed = [normalize_label(v) for v in labels]
         if any(n == "" for n in normed):
             raise ma.ValidationError("labels must not be empty strings", "labels")
+        for v in labels:
+            if isinstance(v, str) and (len(v) > MAX_LABEL_LENGTH or BAD_CHARS.search(v)):
+                raise ma.ValidationError(
+                    f"labels must be at most {MAX_LABEL_LENGTH} characters without control characters", "labels"
+                )
         seen, dupes = set(), []
         for n in normed:
             if n in seen:
@@ -154,8 +166,9 @@ def _check_id(value, path, field, max_len, details, index):
     if text == "":
         details.append(_err(path, index, field, "must not be empty"))
         return None
-    if "\0" in text:
-        details.append(_err(path, index, field, "must not contain the NUL character"))
+    bad = BAD_CHARS.search(text)
+    if bad:
+        details.append(_err(path, index, field, f"must not contain control characters or lone surrogates (U+{ord(bad.group()):04X} at {bad.start()})"))
         return None
     if len(text) > max_len:
         details.append(_err(path, index, field, f"is longer than {max_len} characters ({len(text)})"))

@@ -4,7 +4,6 @@ machine that reaches the same Redis)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import redis
@@ -35,18 +34,30 @@ def main(argv=None) -> int:
     parser.add_argument("--burst", action="store_true", help="process queued jobs, then exit")
     parser.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler of debounced jobs in this worker")
     parser.add_argument("--log-level", default="INFO")
+    if argv is None:
+        # `crowdqc worker` calls main() with sys.argv still holding the sub-command.
+        argv = sys.argv[1:]
+        if argv[:1] == ["worker"]:
+            argv = argv[1:]
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     problem = redis_problem(settings.redis_url)
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .observability import configure_logging
+
+    # JSON lines on the root logger (rq sees a handler and adds none of its own).
+    configure_logging(settings.updated({"log_level": args.log_level.upper()}), logger_name="")
     connection = redis.Redis.from_url(settings.redis_url)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     # Worker forks a work horse per job: a crash or memory blow-up in one aggregation
     # never takes the worker down.
-    worker = Worker([queue], connection=connection, serializer=JSONSerializer)
+    # job_monitoring_interval: how often the running job's heartbeat is written; the API
+    # reports the job as failed once it is older than CROWDQC_JOB_LOST_SECONDS.
+    worker = Worker(
+        [queue], connection=connection, serializer=JSONSerializer, job_monitoring_interval=max(1, settings.job_heartbeat_seconds)
+    )
     worker.work(burst=args.burst, with_scheduler=not args.no_scheduler, logging_level=args.log_level.upper())
     return 0
 

@@ -1,0 +1,135 @@
+"""The deploy/ topology without Docker: redis-server with deploy/redis.conf, the API under
+gunicorn with deploy/gunicorn.conf.py and two workers, each started with the command
+deploy/compose.yaml gives it; a full flow through them over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from procs import BIN, ROOT, free_port, processes, wait_until  # noqa: F401 - fixture
+
+requests = pytest.importorskip("requests")
+yaml = pytest.importorskip("yaml")
+
+
+def compose_commands() -> dict[str, list[str]]:
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    out = {}
+    for name in ("api", "worker"):
+        argv = list(services[name]["command"])
+        # The image has the console scripts on PATH; here they are in the venv.
+        argv[0] = str(BIN / argv[0])
+        out[name] = argv
+    return out
+
+
+def test_compose_and_env_example_agree_with_settings():
+    """Every setting of service/config.py is documented in deploy/crowdqc.env.example."""
+    from service.config import Settings  # noqa: F401
+
+    source = (ROOT / "service" / "config.py").read_text()
+    names = set(re.findall(r'"((?:CROWDQC_|REDIS_URL)[A-Z_]*)"', source))
+    example = (ROOT / "deploy" / "crowdqc.env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    assert names, "no settings found in service/config.py"
+    assert names <= documented, f"missing from crowdqc.env.example: {sorted(names - documented)}"
+    cmds = compose_commands()
+    assert cmds["api"][1:] == ["-c", "deploy/gunicorn.conf.py", "service.app:create_app()"]
+    assert cmds["worker"][1:] == ["worker"]
+
+
+@pytest.mark.slow
+def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
+    redis = processes.redis()  # deploy/redis.conf: appendonly, noeviction
+    assert redis.client().config_get("appendonly")["appendonly"] == "yes"
+    admin_token = "adm-" + uuid.uuid4().hex
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "CROWDQC_ADMIN_TOKEN": admin_token,
+        "CROWDQC_BIND": f"127.0.0.1:{api_port}",
+        "CROWDQC_API_PROCESSES": "2",
+        "CROWDQC_API_THREADS": "2",
+        "CROWDQC_MAX_BODY_BYTES": "200000",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    cmds = compose_commands()
+    api = processes.start("api", cmds["api"], env=env)
+    workers = [processes.start(f"worker{i}", cmds["worker"], env=env) for i in range(2)]
+    base = f"http://127.0.0.1:{api_port}"
+    s = requests.Session()
+    wait_until(lambda: s.get(base + "/readyz", timeout=2).status_code == 200, 30, 0.2, "the API under gunicorn")
+    assert api.alive() and all(w.alive() for w in workers)
+
+    adm = {"Authorization": f"Bearer {admin_token}"}
+    r = s.post(base + "/v1/projects", json={"id": "deploy", "labels": ["cat", "dog"]}, headers=adm, timeout=10)
+    assert r.status_code == 201, r.text
+    writer = s.post(base + "/v1/projects/deploy/keys", json={"role": "writer"}, headers=adm, timeout=10).json()["key"]
+    reader = s.post(base + "/v1/projects/deploy/keys", json={"role": "reader"}, headers=adm, timeout=10).json()["key"]
+    w_h, r_h = {"Authorization": f"Bearer {writer}"}, {"Authorization": f"Bearer {reader}"}
+
+    # 60 tasks, 3 workers each, 2 of 3 agree: the majority is known by construction.
+    truth = {f"t{i}": ("cat" if i % 3 else "dog") for i in range(60)}
+    other = {"cat": "dog", "dog": "cat"}
+    labels = []
+    for i, (task, lab) in enumerate(truth.items()):
+        odd = f"w{i % 3}"  # each worker is the odd one out on a third of the tasks
+        for w in ("w0", "w1", "w2"):
+            labels.append({"task": task, "worker": w, "label": other[lab] if w == odd else lab})
+    r = s.post(base + "/v1/projects/deploy/labels", json={"labels": labels}, headers={**w_h, "X-Request-ID": "deploy-req-1"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 180
+    assert r.headers["X-Request-ID"] == "deploy-req-1"
+
+    r = s.post(base + "/v1/projects/deploy/aggregations", json={"method": "majority_vote"}, headers=w_h, timeout=10)
+    assert r.status_code == 202, r.text
+    job_url = base + r.headers["Location"]
+    job = wait_until(lambda: _finished(s.get(job_url, headers=r_h, timeout=5).json()), 60, 0.2, "the aggregation job")
+    assert job["status"] == "finished", job
+
+    got, cursor = {}, None
+    while True:
+        params = {"limit": 25, **({"cursor": cursor} if cursor else {})}
+        page = s.get(base + "/v1/projects/deploy/consensus", params=params, headers=r_h, timeout=10).json()
+        got.update({row["task"]: row["label"] for row in page["items"]})
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert got == truth
+
+    # A body over CROWDQC_MAX_BODY_BYTES, sent chunked (no Content-Length), is refused
+    # by the real server too.
+    def chunks():
+        for _ in range(40):
+            yield b" " * 10_000
+
+    r = s.post(base + "/v1/projects/deploy/labels", data=chunks(), headers={**w_h, "Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 413, r.text
+
+    # Metrics add up over both gunicorn processes; job metrics come from Redis.
+    def scrape():
+        text = s.get(base + "/metrics", timeout=5).text
+        return text if "crowdqc_workers 2.0" in text else None
+
+    text = wait_until(scrape, 20, 0.2, "both workers in /metrics")
+    assert 'crowdqc_jobs_total{outcome="finished"} 1.0' in text
+    assert 'crowdqc_answers_ingested_total{outcome="accepted"} 180.0' in text
+    assert re.search(r'crowdqc_http_requests_total\{method="POST",route="/v1/projects/<project_id>/labels",status="200"\} 1\.0', text)
+    assert "crowdqc_http_request_duration_seconds_bucket" in text
+
+    # Logs: JSON lines with request ids; no token anywhere.
+    processes.stop_all()
+    logs = "".join(p.output() for p in processes.procs)
+    assert '"request_id": "deploy-req-1"' in logs
+    for secret in (admin_token, writer, reader):
+        assert secret not in logs
+
+
+def _finished(job: dict):
+    job = job.get("job", job)
+    return job if job.get("status") in ("finished", "failed") else None

@@ -1,0 +1,303 @@
+"""Faults: Redis SIGKILLed under a stream of acknowledged writes (appendfsync always), a
+worker SIGKILLed in the middle of an aggregation, Redis going away and coming back, and
+concurrent writers.  Each test runs its own redis-server (port and directory of its own)
+except the concurrency test, which uses the shared test Redis under its own namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from conftest import ADMIN_TOKEN, bearer
+from procs import BIN, processes, wait_until  # noqa: F401 - fixture
+
+ADMIN = bearer(ADMIN_TOKEN)
+
+
+def app_on(redis_url: str, **overrides):
+    from service.app import create_app
+
+    return create_app(
+        {"REDIS_URL": redis_url, "TESTING": True, "admin_token": ADMIN_TOKEN,
+         "redis_timeout_seconds": 1.0, "redis_connect_timeout_seconds": 1.0, **overrides}
+    )
+
+
+def make_project(client, pid="p", labels=("a", "b", "c")) -> tuple[dict, dict]:
+    r = client.post("/v1/projects", json={"id": pid, "labels": list(labels)}, headers=ADMIN)
+    assert r.status_code == 201, r.get_json()
+    keys = [client.post(f"/v1/projects/{pid}/keys", json={"role": role}, headers=ADMIN).get_json()["key"] for role in ("writer", "reader")]
+    return bearer(keys[0]), bearer(keys[1])
+
+
+def assert_error_shape(resp, status):
+    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True))
+    body = resp.get_json()
+    assert set(body) == {"error"}
+    assert body["error"]["status"] == status and isinstance(body["error"]["message"], str)
+
+
+# -- (a) durability --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_acknowledged_answers_survive_sigkill_of_redis_with_fsync_always(processes):
+    redis = processes.redis(appendfsync="always")
+    assert redis.client().config_get("appendfsync")["appendfsync"] == "always"
+    app = app_on(redis.url)
+    client = app.test_client()
+    writer, _ = make_project(client)
+
+    acked: list[tuple[str, str, str]] = []
+    sent: set[tuple[str, str, str]] = set()
+    refused = []
+    stop = threading.Event()
+    labels = ("a", "b", "c")
+
+    def stream():
+        c = app.test_client()
+        for b in range(100_000):
+            if stop.is_set():
+                return
+            batch = [(f"t{b}-{i}", f"w{i % 7}", labels[(b + i) % 3]) for i in range(40)]
+            sent.update(batch)
+            body = {"labels": [{"task": t, "worker": w, "label": lab, "id": f"{b}-{i}"} for i, (t, w, lab) in enumerate(batch)]}
+            r = c.post("/v1/projects/p/labels", json=body, headers=writer)
+            if r.status_code == 200:
+                assert r.get_json()["accepted"] == 40
+                acked.extend(batch)
+            else:
+                refused.append(r.status_code)
+                if len(refused) > 5:
+                    return
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    wait_until(lambda: len(acked) >= 4000, 60, what="4,000 acknowledged answers")
+    redis.proc.kill_group(signal.SIGKILL)  # mid-stream: no shutdown, no final fsync
+    redis.proc.popen.wait(5)
+    t.join(20)
+    stop.set()
+    assert not t.is_alive()
+    n_acked = len(acked)
+    assert refused and set(refused) == {503}, refused
+
+    again = processes.redis(port=redis.port, data_dir=redis.data_dir, appendfsync="always")
+    from service.store import Store
+
+    snap = Store(again.client(), "crowdqc:").snapshot("p")
+    stored = {(snap.task_names[t], snap.worker_names[w], labels[lab]) for t, w, lab in zip(snap.task, snap.worker, snap.label)}
+    pairs = set(zip(snap.task.tolist(), snap.worker.tolist()))
+    assert len(pairs) == snap.n_answers, "an answer is stored twice"
+    assert len(stored) == snap.n_answers
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged answers lost"
+    # At most the one batch in flight at the kill may be stored without a reply.
+    assert stored <= sent and len(stored) - n_acked in (0, 40)
+    assert again.client().hlen("crowdqc:p:p:ids") == snap.n_answers
+
+
+# -- (b) worker killed mid-job ---------------------------------------------------------------
+
+
+def _noisy_labels(n_tasks=3000, n_workers=40, per_task=7, seed=5):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n_tasks):
+        truth = int(rng.integers(3))
+        for w in rng.choice(n_workers, size=per_task, replace=False):
+            lab = truth if rng.random() < 0.7 else int(rng.integers(3))
+            out.append([f"t{t}", f"w{w}", "abc"[lab]])
+    return out
+
+
+def _wait_job(client, location, headers, timeout, states=("finished", "failed")):
+    def done():
+        job = client.get(location, headers=headers).get_json()["job"]
+        return job if job["status"] in states else None
+
+    return wait_until(done, timeout, 0.1, f"job {location} to reach {states}")
+
+
+def _all_consensus(client, headers):
+    rows, cursor = [], None
+    while True:
+        page = client.get("/v1/projects/p/consensus", query_string={"limit": 1000, **({"cursor": cursor} if cursor else {})}, headers=headers).get_json()
+        rows += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return rows, page["version"]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_aggregation(processes):
+    redis = processes.redis()
+    app = app_on(redis.url, job_lost_seconds=3.0)
+    client = app.test_client()
+    writer, reader = make_project(client)
+    labels = _noisy_labels()
+    for i in range(0, len(labels), 10_000):
+        assert client.post("/v1/projects/p/labels", json={"labels": labels[i : i + 10_000]}, headers=writer).status_code == 200
+    env = {**os.environ, "REDIS_URL": redis.url, "CROWDQC_JOB_HEARTBEAT_SECONDS": "1"}
+    worker = processes.start("worker", [str(BIN / "crowdqc"), "worker"], env=env)
+
+    r = client.post("/v1/projects/p/aggregations", json={"method": "majority_vote"}, headers=writer)
+    assert _wait_job(client, r.headers["Location"], reader, 60)["status"] == "finished"
+    before, v1 = _all_consensus(client, reader)
+    assert len(before) == 3000
+
+    # Dawid-Skene with tol=0 runs every one of its million iterations: minutes of work.
+    r = client.post("/v1/projects/p/aggregations", json={"method": "dawid_skene", "params": {"max_iter": 1_000_000, "tol": 0}}, headers=writer)
+    assert r.status_code == 202
+    slow = r.headers["Location"]
+    running = _wait_job(client, slow, reader, 60, states=("running",))
+    wait_until(lambda: client.get(slow, headers=reader).get_json()["job"].get("progress"), 30, 0.1, "progress of the slow job")
+    worker.kill_group(signal.SIGKILL)  # the worker and its work horse, as when a machine dies
+    worker.popen.wait(5)
+    t0 = time.monotonic()
+    job = _wait_job(client, slow, reader, 30)
+    assert job["status"] == "failed" and "worker" in job["reason"], job
+    assert time.monotonic() - t0 < 20
+    assert running["id"] == job["id"]
+
+    after, version = _all_consensus(client, reader)
+    assert version == v1 and after == before
+
+    processes.start("worker2", [str(BIN / "crowdqc"), "worker"], env=env)
+    r = client.post("/v1/projects/p/aggregations", json={"method": "dawid_skene", "params": {"max_iter": 20}}, headers=writer)
+    assert r.status_code == 202
+    assert _wait_job(client, r.headers["Location"], reader, 60)["status"] == "finished"
+    rows, v3 = _all_consensus(client, reader)
+    assert v3 > v1 and len(rows) == 3000
+
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in text
+    assert 'crowdqc_jobs_total{outcome="finished"} 2.0' in text
+
+    # RQ's own abandoned-job handling later finds the same job; it must not count it twice
+    # nor change the reason already reported.
+    from rq.registry import StartedJobRegistry
+
+    StartedJobRegistry(queue=app.extensions["crowdqc_jobs"].queue).cleanup(timestamp=time.time() + 3600)
+    assert client.get(slow, headers=reader).get_json()["job"]["reason"] == job["reason"]
+    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
+
+
+# -- (c) Redis outage ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_redis_outage_gives_503_and_recovers_without_restart(processes):
+    redis = processes.redis()
+    app = app_on(redis.url, redis_timeout_seconds=0.5, redis_connect_timeout_seconds=0.5)
+    client = app.test_client()
+    writer, reader = make_project(client)
+    body = {"labels": [["t1", "w1", "a"], ["t1", "w2", "b"]]}
+    assert client.post("/v1/projects/p/labels", json=body, headers=writer).status_code == 200
+
+    probes = {
+        "labels": lambda: client.post("/v1/projects/p/labels", json={"labels": [["t2", "w1", "a"]]}, headers=writer),
+        "consensus": lambda: client.get("/v1/projects/p/consensus", headers=reader),
+        "project": lambda: client.get("/v1/projects/p", headers=reader),
+        "aggregate": lambda: client.post("/v1/projects/p/aggregations", headers=writer),
+        "admin": lambda: client.get("/v1/projects", headers=ADMIN),
+    }
+
+    def probe_all(names):
+        t0 = time.monotonic()
+        out = {name: probes[name]() for name in names}
+        return out, (time.monotonic() - t0) / len(names)
+
+    # Down (connection refused) and stalled (SIGSTOP: connections hang): both 503 within
+    # the client's short timeouts.
+    # (A stalled Redis costs each request timeout x 3 tries: probe fewer endpoints there.)
+    for sig, resume, names in ((signal.SIGSTOP, signal.SIGCONT, ["labels", "consensus"]), (signal.SIGKILL, None, list(probes))):
+        redis.proc.kill_group(sig)
+        out, per_request = probe_all(names)
+        for name, resp in out.items():
+            assert_error_shape(resp, 503)
+            assert "Redis" in resp.get_json()["error"]["message"], name
+            assert resp.headers.get("Retry-After")
+        # timeouts of 0.5 s, 3 tries, short backoff: well under 5 s per request
+        assert per_request < 5, f"{per_request:.1f} s per request"
+        assert_error_shape(client.get("/readyz"), 503)
+        assert client.get("/healthz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and "crowdqc_redis_up 0.0" in metrics.get_data(as_text=True)
+        if resume:
+            redis.proc.kill_group(resume)
+            wait_until(lambda: client.get("/readyz").status_code == 200, 10, what="recovery after SIGCONT")
+    redis.proc.popen.wait(5)
+
+    # Back on the same port and data (deploy/redis.conf: append-only file): same app object.
+    processes.redis(port=redis.port, data_dir=redis.data_dir)
+    wait_until(lambda: client.get("/readyz").status_code == 200, 10, what="readiness after Redis restart")
+    r = client.post("/v1/projects/p/labels", json={"labels": [["t2", "w1", "a"]]}, headers=writer)
+    assert r.status_code == 200 and r.get_json()["accepted"] == 1
+    counts = client.get("/v1/projects/p", headers=reader).get_json()["counts"]
+    assert counts["answers"] == 3  # the two from before the outage survived
+
+
+# -- (d) concurrent writers ------------------------------------------------------------------
+
+
+def test_concurrent_writers_store_exact_counts(client, project):
+    p = project("cw", labels=("a", "b", "c"))
+    n_threads, n_batches, batch = 8, 12, 150
+    rng = np.random.default_rng(11)
+    # 400 tasks x 30 workers; every thread draws from the same pairs, so batches overlap.
+    # A pair's label is a function of the pair: overlaps are duplicates, never conflicts.
+    def label_of(t, w):
+        return "abc"[(t * 7 + w * 3) % 3]
+
+    plans = []
+    for _ in range(n_threads):
+        batches = []
+        for _ in range(n_batches):
+            ts = rng.integers(400, size=batch)
+            ws = rng.integers(30, size=batch)
+            batches.append([{"task": f"task-{t}", "worker": f"wk-{w}", "label": label_of(t, w)} for t, w in zip(ts, ws)])
+        plans.append(batches)
+    expected = {(it["task"], it["worker"], it["label"]) for batches in plans for b in batches for it in b}
+    totals = {"accepted": 0, "duplicates": 0, "replaced": 0, "received": 0}
+    lock = threading.Lock()
+    errors = []
+    barrier = threading.Barrier(n_threads)
+
+    def run(batches):
+        c = client.application.test_client()
+        barrier.wait()
+        for b in batches:
+            r = c.post("/v1/projects/cw/labels", json={"labels": b}, headers=p["writer"])
+            if r.status_code != 200:
+                errors.append(r.get_json())
+                continue
+            with lock:
+                for k in totals:
+                    totals[k] += r.get_json()[k]
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert totals["received"] == n_threads * n_batches * batch
+    assert totals["accepted"] == len(expected)
+    assert totals["replaced"] == 0
+    assert totals["accepted"] + totals["duplicates"] == totals["received"]
+
+    store = client.application.extensions["crowdqc_store"]
+    snap = store.snapshot("cw")
+    stored = [(snap.task_names[t], snap.worker_names[w], "abc"[lab]) for t, w, lab in zip(snap.task, snap.worker, snap.label)]
+    assert len(stored) == len(set(stored)) == len(expected)
+    assert set(stored) == expected
+    counts = client.get("/v1/projects/cw", headers=p["reader"]).get_json()["counts"]
+    assert counts["answers"] == len(expected)
+    assert counts["tasks"] == len({t for t, _, _ in expected})
+    assert counts["workers"] == len({w for _, w, _ in expected})
