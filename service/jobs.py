@@ -17,7 +17,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from rq import Queue, get_current_job
+from rq import Callback, Queue, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -81,6 +81,8 @@ class Jobs:
             failure_ttl=7 * 86400,
             meta={"project": pid},
             description=f"aggregate {pid} ({method})",
+            # Also runs when RQ's registry cleanup finds the job abandoned (worker killed).
+            on_failure=Callback(job_failed),
         )
         if delay is None:
             return self.queue.enqueue(run_aggregation, **opts)
@@ -170,6 +172,27 @@ class Jobs:
         status = job.get_status(refresh=False)
         return getattr(status, "value", status)
 
+    def _lost(self, job_id: str, job: Job) -> str | None:
+        """A reason if the job is 'started' but its worker stopped sending heartbeats
+        (SIGKILL, machine lost).  RQ itself notices only after ~a minute and at its next
+        maintenance pass (minutes); clients should not wait that long to hear it."""
+        beat = job.last_heartbeat or job.started_at
+        if beat is None:
+            return None
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=timezone.utc)
+        silent = (datetime.now(timezone.utc) - beat).total_seconds()
+        if silent <= self.settings.job_lost_seconds:
+            return None
+        reason = f"the worker running this job stopped responding (no heartbeat for {silent:.0f} s: killed or crashed); the previous result is still served"
+        self.store.update_job(job_id, status="failed", reason=reason)
+        started = job.started_at.replace(tzinfo=timezone.utc) if job.started_at and job.started_at.tzinfo is None else job.started_at
+        from .observability import record_job_outcome
+
+        record_job_outcome(self.r, self.settings.key_prefix, job_id, "lost", (beat - started).total_seconds() if started else None)
+        log.warning("job %s marked failed: worker lost (no heartbeat for %.0f s)", job_id, silent)
+        return reason
+
     def status(self, job_id: str) -> dict | None:
         """The public view of a job (None if unknown)."""
         record = self.store.get_job(job_id)
@@ -198,6 +221,10 @@ class Jobs:
             status = "queued"
         elif rq_status == "started":
             status = "running"
+            reason = self._lost(job_id, job)
+            if reason:
+                status = "failed"
+                record["reason"] = reason
         elif rq_status == "finished":
             status = "finished"
         else:
@@ -249,19 +276,52 @@ def run_aggregation(prefix, project, method, params, marker=None, grace=600, dis
     if marker:
         # Before the snapshot: any request that still joins us stored its labels first.
         store.delete_if(marker, job.id)
+    from .observability import record_job_outcome
+
+    started = time.time()
     try:
         result = aggregate_project(store, project, method, params, job=job, disagreement_rows=disagreement_rows)
     except JobFailure as exc:
         store.update_job(job.id, status="failed", reason=str(exc))
+        record_job_outcome(job.connection, prefix, job.id, "failed", time.time() - started)
         raise
     except Exception as exc:
         from aggregation import AnswersError
 
         reason = str(exc) if isinstance(exc, (AnswersError, ValueError, TypeError)) else "internal error in the aggregation job"
         store.update_job(job.id, status="failed", reason=reason)
+        record_job_outcome(job.connection, prefix, job.id, "failed", time.time() - started)
         raise
     store.update_job(job.id, status="finished", result=result)
+    record_job_outcome(job.connection, prefix, job.id, "finished", time.time() - started)
     return result
+
+
+def job_failed(job, connection, exc_type=None, exc_value=None, tb=None):
+    """RQ failure callback: also called for failures the job could not report itself
+    (work horse killed, job timeout, abandoned job found by RQ's registry cleanup)."""
+    from rq.exceptions import AbandonedJobError
+
+    from .observability import record_job_outcome
+
+    prefix = (job.kwargs or {}).get("prefix", "crowdqc:")
+    store = Store(connection, prefix)
+    record = store.get_job(job.id) or {}
+    lost = exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError)
+    if record.get("status") not in ("finished", "failed"):
+        reason = (
+            "the worker running this job stopped (killed or crashed); the previous result is still served"
+            if lost
+            else "the aggregation job was stopped or timed out"
+        )
+        store.update_job(job.id, status="failed", reason=reason)
+    started = job.started_at
+    seconds = None
+    if started is not None:
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=timezone.utc)
+        seconds = (datetime.now(timezone.utc) - started).total_seconds()
+    record_job_outcome(connection, prefix, job.id, "lost" if lost else "failed", None if lost else seconds)
 
 
 def aggregate_project(store: Store, project: str, method: str, params: dict | None, job=None, disagreement_rows=1000) -> dict:

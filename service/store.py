@@ -35,11 +35,13 @@ import numpy as np
 # well under Redis's default 128-entry listpack limit.
 BUCKET_TASKS = 8
 RESULT_PARTS = ("rows", "ix", "w", "wl", "d", "s")
+# Label index of a removed answer's slot (projects have far fewer labels).
+REMOVED = 0xFFFF
 
 _INGEST = r"""
 -- KEYS: tn tl wn wl pairs lab ids rev tnb wnb
 -- ARGV: ix-prefix, bucket size, tasks, workers, answer ids (each a string of
--- NUL-terminated items), packed <u2 label indices.  Arguments are packed into a few
+-- NUL-terminated items), packed <u2 label indices, the project's answer limit (0: none).  Arguments are packed into a few
 -- strings because encoding 40,000 separate arguments costs more than the whole script.
 local ixp = ARGV[1]
 local bucket = tonumber(ARGV[2])
@@ -47,6 +49,34 @@ local next_task = string.gmatch(ARGV[3], '([^%z]*)%z')
 local next_worker = string.gmatch(ARGV[4], '([^%z]*)%z')
 local next_id = string.gmatch(ARGV[5], '([^%z]*)%z')
 local labs = ARGV[6]
+local limit = tonumber(ARGV[7] or '0')
+local n0 = redis.call('STRLEN', KEYS[6]) / 2
+if limit > 0 and n0 + #labs / 2 > limit then
+  -- Near the limit: count what this batch would add without writing anything, so that
+  -- a refused batch leaves no trace (same rules as the loop below).
+  local ct = string.gmatch(ARGV[3], '([^%z]*)%z')
+  local cw = string.gmatch(ARGV[4], '([^%z]*)%z')
+  local ci = string.gmatch(ARGV[5], '([^%z]*)%z')
+  local seen_ids, seen_pairs, new = {}, {}, 0
+  for j = 1, #labs / 2 do
+    local tname, wname, aid = ct(), cw(), ci()
+    local known_id = false
+    if aid ~= '' then
+      known_id = seen_ids[aid] or redis.call('HEXISTS', KEYS[7], aid) == 1
+      seen_ids[aid] = true
+    end
+    local pk = tname .. '\0' .. wname
+    if not known_id and not seen_pairs[pk] then
+      seen_pairs[pk] = true
+      local t = redis.call('HGET', KEYS[1], tname)
+      local w = t and redis.call('HGET', KEYS[3], wname)
+      if not (w and redis.call('HEXISTS', ixp .. math.floor(tonumber(t) / bucket), struct.pack('<I4I4', tonumber(t), tonumber(w))) == 1) then
+        new = new + 1
+      end
+    end
+  end
+  if n0 + new > limit then return {-1, n0, new, limit} end
+end
 local tcache, wcache = {}, {}
 local function intern(hk, lk, bk, cache, name)
   local id = cache[name]
@@ -62,7 +92,6 @@ local function intern(hk, lk, bk, cache, name)
   cache[name] = id
   return id
 end
-local n0 = redis.call('STRLEN', KEYS[6]) / 2
 local newpairs, newlabs, pending = {}, {}, {}
 local accepted, dup, replaced = 0, 0, 0
 for j = 1, #labs / 2 do
@@ -128,6 +157,65 @@ if old_v then expire_version(old_v) end
 return 1
 """
 
+# Removing an answer leaves a tombstone label (REMOVED) in its slot and drops its
+# ingestion-index entry: rewriting the packed strings to close the gap would copy the whole
+# project per deletion.  Snapshots skip tombstones; a later answer by the same worker to
+# the same task takes a new slot.
+_REMOVE = r"""
+-- KEYS: tn wn lab rev ndel gold
+-- ARGV: ix-prefix, bucket size, mode ('pairs' or 'tasks'), tasks, workers (NUL-terminated)
+local ixp = ARGV[1]
+local bucket = tonumber(ARGV[2])
+local next_task = string.gmatch(ARGV[4], '([^%z]*)%z')
+local removed, missing, gold_removed = 0, 0, 0
+local function drop(bkey, field, slot)
+  redis.call('HDEL', bkey, field)
+  redis.call('SETRANGE', KEYS[3], tonumber(slot) * 2, '\255\255')
+  removed = removed + 1
+end
+if ARGV[3] == 'pairs' then
+  local next_worker = string.gmatch(ARGV[5], '([^%z]*)%z')
+  for tname in next_task do
+    local wname = next_worker()
+    local t = redis.call('HGET', KEYS[1], tname)
+    local w = t and redis.call('HGET', KEYS[2], wname)
+    local slot, bkey, field = nil, nil, nil
+    if w then
+      t, w = tonumber(t), tonumber(w)
+      bkey, field = ixp .. math.floor(t / bucket), struct.pack('<I4I4', t, w)
+      slot = redis.call('HGET', bkey, field)
+    end
+    if slot then drop(bkey, field, slot) else missing = missing + 1 end
+  end
+else
+  for tname in next_task do
+    local t = redis.call('HGET', KEYS[1], tname)
+    local found = false
+    if t then
+      t = tonumber(t)
+      local bkey = ixp .. math.floor(t / bucket)
+      local mine = struct.pack('<I4', t)
+      local all = redis.call('HGETALL', bkey)
+      for i = 1, #all, 2 do
+        if string.sub(all[i], 1, 4) == mine then
+          drop(bkey, all[i], all[i + 1])
+          found = true
+        end
+      end
+    end
+    if redis.call('HDEL', KEYS[6], tname) == 1 then
+      gold_removed = gold_removed + 1
+      found = true
+    end
+    if not found then missing = missing + 1 end
+  end
+end
+if removed > 0 then redis.call('INCRBY', KEYS[5], removed) end
+local rev = tonumber(redis.call('GET', KEYS[4]) or '0')
+if removed + gold_removed > 0 then rev = redis.call('INCR', KEYS[4]) end
+return {removed, missing, gold_removed, rev}
+"""
+
 _DEL_IF = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -155,6 +243,14 @@ def _s(value) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+class ProjectFull(Exception):
+    """A batch would take a project past its answer limit (nothing was written)."""
+
+    def __init__(self, held: int, new: int, limit: int):
+        super().__init__(f"the project holds {held} answers; this batch would add {new} more, over its limit of {limit}")
+        self.held, self.new, self.limit = held, new, limit
+
+
 @dataclass
 class Snapshot:
     """Every stored answer of a project at one instant, as integer codes."""
@@ -179,6 +275,7 @@ class Store:
         self._ingest = redis.register_script(_INGEST)
         self._switch = redis.register_script(_SWITCH)
         self._del_if = redis.register_script(_DEL_IF)
+        self._remove = redis.register_script(_REMOVE)
 
     # -- key names ---------------------------------------------------------------------
     def pkey(self, project: str, part: str) -> str:
@@ -229,9 +326,10 @@ class Store:
         p.llen(self.pkey(pid, "wl"))
         p.hlen(self.pkey(pid, "gold"))
         p.get(self.pkey(pid, "rev"))
-        n_lab, n_tasks, n_workers, n_gold, rev = p.execute()
+        p.get(self.pkey(pid, "ndel"))
+        n_lab, n_tasks, n_workers, n_gold, rev, n_removed = p.execute()
         return {
-            "answers": int(n_lab) // 2,
+            "answers": int(n_lab) // 2 - int(n_removed or 0),
             "tasks": int(n_tasks),
             "workers": int(n_workers),
             "gold": int(n_gold),
@@ -283,9 +381,11 @@ class Store:
         return True
 
     # -- answers -----------------------------------------------------------------------
-    def ingest(self, pid: str, tasks, workers, label_idx, answer_ids) -> dict:
+    def ingest(self, pid: str, tasks, workers, label_idx, answer_ids, limit: int = 0) -> dict:
         """Store a validated batch atomically.  ``label_idx`` are indices into the
-        project's declared labels; ``answer_ids`` holds ``''`` where none was given."""
+        project's declared labels; ``answer_ids`` holds ``''`` where none was given.
+        With ``limit`` > 0, a batch that would take the project past ``limit`` stored
+        answers raises :class:`ProjectFull` and writes nothing."""
         if not len(tasks) == len(workers) == len(label_idx) == len(answer_ids):
             raise ValueError("tasks, workers, labels and answer ids differ in length")
         argv = [
@@ -295,9 +395,12 @@ class Store:
             _nul_joined(workers),
             _nul_joined(answer_ids),
             np.asarray(label_idx, dtype="<u2").tobytes(),
+            int(limit or 0),
         ]
         keys = [self.pkey(pid, k) for k in ("tn", "tl", "wn", "wl", "pairs", "lab", "ids", "rev", "tnb", "wnb")]
         accepted, dup, replaced, rev = self._ingest(keys=keys, args=argv)
+        if int(accepted) < 0:
+            raise ProjectFull(held=int(dup), new=int(replaced), limit=int(rev))
         return {"accepted": int(accepted), "duplicates": int(dup), "replaced": int(replaced), "revision": int(rev)}
 
     def snapshot(self, pid: str) -> Snapshot:
@@ -310,15 +413,36 @@ class Store:
         p.hgetall(self.pkey(pid, "gold"))
         pairs, labs, tl, wl, rev, gold = p.execute()
         pairs = np.frombuffer(pairs or b"", dtype="<u4").reshape(-1, 2)
+        labels = np.frombuffer(labs or b"", dtype="<u2")
+        kept = labels != REMOVED
+        if not kept.all():  # removed answers (see _REMOVE)
+            pairs, labels = pairs[kept], labels[kept]
         return Snapshot(
             task=pairs[:, 0].astype(np.int32),
             worker=pairs[:, 1].astype(np.int32),
-            label=np.frombuffer(labs or b"", dtype="<u2").astype(np.int32),
+            label=labels.astype(np.int32),
             task_names=_nul_split(tl),
             worker_names=_nul_split(wl),
             rev=int(rev or 0),
             gold={k.decode("utf-8"): int(v) for k, v in gold.items()},
         )
+
+    def remove_answers(self, pid: str, tasks, workers) -> dict:
+        """Remove the answers of (task, worker) pairs, atomically; unknown pairs are
+        counted as ``missing``."""
+        if len(tasks) != len(workers):
+            raise ValueError("tasks and workers differ in length")
+        return self._removal(pid, "pairs", tasks, workers)
+
+    def remove_tasks(self, pid: str, tasks) -> dict:
+        """Remove every answer to ``tasks`` and their gold labels, atomically."""
+        return self._removal(pid, "tasks", tasks, [])
+
+    def _removal(self, pid, mode, tasks, workers) -> dict:
+        keys = [self.pkey(pid, k) for k in ("tn", "wn", "lab", "rev", "ndel", "gold")]
+        args = [self.pkey(pid, "ix:"), BUCKET_TASKS, mode, _nul_joined(list(tasks)), _nul_joined(list(workers))]
+        removed, missing, gold, rev = self._remove(keys=keys, args=args)
+        return {"removed": int(removed), "missing": int(missing), "gold_removed": int(gold), "revision": int(rev)}
 
     def task_answers(self, pid: str, task: str) -> list[tuple[str, int]] | None:
         """(worker, label index) of every stored answer to one task; None if unknown."""

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 
 from ..auth import guard, project_writer, require_project
 from ..schemas import BatchError, GoldBatchSchema, LabelBatchSchema, validate_gold, validate_labels
+from ..store import ProjectFull
 from .errors import ApiError
 
 blp = Blueprint("labels", __name__, url_prefix="/v1/projects", description="Labels and gold labels")
@@ -46,7 +47,15 @@ class Labels(MethodView):
         except BatchError as exc:
             raise _batch_error(exc) from None
         store = current_app.extensions["crowdqc_store"]
-        out = store.ingest(project_id, tasks, workers, labels, ids)
+        try:
+            out = store.ingest(project_id, tasks, workers, labels, ids, limit=settings.max_answers_per_project)
+        except ProjectFull as exc:
+            raise ApiError(
+                409,
+                f"project {project_id!r} is full: it holds {exc.held} answers and this batch would add {exc.new}, "
+                f"over the limit of {exc.limit} answers per project (CROWDQC_MAX_ANSWERS); nothing was stored",
+                [{"path": "labels", "field": "labels", "message": f"limit of {exc.limit} answers per project reached"}],
+            ) from None
         out = {"received": len(tasks), **out}
         agg = meta.get("aggregation") or {}
         if agg.get("auto") and out["accepted"] + out["replaced"] > 0:

@@ -1,0 +1,4 @@
+"""placeholder"""
+from flask_smorest import Blueprint
+
+blp = Blueprint("exports", __name__, url_prefix="/v1/projects", description="Exports of the consensus")

@@ -1,0 +1,146 @@
+"""Bulk imports over HTTP: staged upload, RQ job with progress, validation before storing."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data" / "formats"
+
+
+def job(client, headers, resp):
+    assert resp.status_code == 202, resp.get_json()
+    loc = resp.headers["Location"]
+    return client.get(loc, headers=headers).get_json()["job"]
+
+
+def counts(client, p):
+    return client.get(f"/v1/projects/{p['id']}", headers=p["reader"]).get_json()["counts"]
+
+
+def test_label_studio_export_raw_body(client, project, run_jobs, app):
+    p = project("ls", labels=["Positive", "Negative", "Neutral"])
+    resp = client.post("/v1/projects/ls/imports?preset=label_studio", data=(DATA / "label_studio_export.json").read_bytes(),
+                       headers={**p["writer"], "Content-Type": "application/json"})
+    assert resp.get_json()["job"]["status"] == "queued"
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished", view
+    r = view["result"]
+    # 5 answers and 1 gold label (see test_formats_label_studio); 1 cancelled, 1 without a choice.
+    assert (r["answers"], r["gold"], r["accepted"], r["replaced"]) == (5, 1, 5, 0)
+    assert r["left_out"] == {"cancelled": 1, "no_choice": 1}
+    assert counts(client, p)["answers"] == 5 and counts(client, p)["gold"] == 1
+    store = app.extensions["crowdqc_store"]
+    assert store.task_answers("ls", "102") == [("12", 2), ("7", 1)]
+    # Annotation ids are kept for Label Studio deletions, and the tag names for exports.
+    assert store.r.hget(store.pkey("ls", "lsa"), "1003") == b"102\x007"
+    assert store.r.hgetall(store.pkey("ls", "ls")) == {b"from_name": b"sentiment", b"to_name": b"text"}
+    # The staged upload is gone.
+    assert not list(store.r.scan_iter(match=f"{store.prefix}import:*"))
+
+
+def test_csv_mapping_inferred_from_content_type_in_small_batches(make_app, admin, monkeypatch):
+    import service.imports as imports
+
+    # Tiny chunks and batches: staging spans many list items, storing many batches.
+    monkeypatch.setattr(imports, "CHUNK", 64)
+    app = make_app(max_batch=7)
+    client = app.test_client()
+    assert client.post("/v1/projects", json={"id": "c", "labels": ["yes", "no"]}, headers=admin).status_code == 201
+    rows = ["item;ignored,annotator,answer,truth"]
+    want = {}
+    for i in range(40):
+        for w in range(3):
+            lab = "yes" if (i + w) % 3 else "no"
+            rows.append(f"i{i};x,w{w},{lab},{'yes' if i == 5 else ''}")
+            want[(f"i{i};x", f"w{w}")] = lab
+    body = ("\n".join(rows) + "\n").encode()
+    resp = client.post("/v1/projects/c/imports?task_column=item%3Bignored&worker_column=annotator&label_column=answer&gold_column=truth",
+                       data=body, headers={**admin, "Content-Type": "text/csv"})
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["job"]["options"]["format"] == "csv"
+    run_jobs_for(app)
+    view = client.get(resp.headers["Location"], headers=admin).get_json()["job"]
+    assert view["status"] == "finished", view
+    assert (view["result"]["answers"], view["result"]["gold"]) == (120, 1)
+    snap = app.extensions["crowdqc_store"].snapshot("c")
+    got = {(snap.task_names[t], snap.worker_names[w]): ["yes", "no"][lab] for t, w, lab in zip(snap.task, snap.worker, snap.label)}
+    assert got == want
+    assert snap.gold == {"i5;x": 0}
+
+
+def run_jobs_for(app):
+    import uuid
+
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    queue = app.extensions["crowdqc_jobs"].queue
+    SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer,
+                 name=f"{queue.name}-{uuid.uuid4().hex[:8]}").work(burst=True, logging_level="WARNING")
+
+
+def test_multipart_toloka_with_form_options(client, project, run_jobs):
+    p = project("tk", labels=["cat", "dog"])
+    data = {"file": (io.BytesIO((DATA / "toloka_results.tsv").read_bytes()), "assignments_from_pool_41234567__28-03-2024.tsv"),
+            "preset": "toloka", "include_rejected": "true"}
+    resp = client.post("/v1/projects/tk/imports", data=data, content_type="multipart/form-data", headers=p["writer"])
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished", view
+    # With the rejected assignment: 9 answers, the control task's gold once.
+    assert (view["result"]["answers"], view["result"]["gold"]) == (9, 1)
+    assert view["result"]["left_out"] == {"no_answer": 1}
+    assert view["params"]["name"].startswith("assignments_from_pool")
+
+
+def test_bad_row_fails_with_its_line_and_stores_nothing(client, project, run_jobs):
+    p = project("bad", labels=["a", "b"])
+    client.post("/v1/projects/bad/labels", json={"labels": [["t0", "w0", "a"]]}, headers=p["writer"])
+    body = "task\tworker\tlabel\nt1\tw1\ta\nt1\tw2\tb\nt2\tw1\tc\nt2\tw2\ta\n"
+    resp = client.post("/v1/projects/bad/imports?format=tsv&name=batch7.tsv", data=body, headers={**p["writer"], "Content-Type": "application/octet-stream"})
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "failed"
+    assert view["reason"].startswith("batch7.tsv, line 4: label 'c' is not one of the project's labels ('a', 'b')")
+    assert "nothing was imported" in view["reason"]
+    assert counts(client, p)["answers"] == 1
+
+
+def test_request_errors(client, project):
+    p = project("e", labels=["a", "b"])
+    url = "/v1/projects/e/imports"
+    r = client.post(url, data=b"task,worker,label\n", headers={**p["writer"], "Content-Type": "application/octet-stream"})
+    assert r.status_code == 422 and "format=csv|tsv|jsonl or preset=" in r.get_json()["error"]["message"]
+    r = client.post(url + "?preset=toloka&label_column=x", data=b"x", headers=p["writer"])
+    assert r.status_code == 422 and "label_column applies to format" in r.get_json()["error"]["message"]
+    r = client.post(url + "?preset=nope", data=b"x", headers=p["writer"])
+    assert r.status_code == 422
+    r = client.post(url + "?format=csv", data=b"", headers=p["writer"])
+    assert r.status_code == 400
+    r = client.post(url + "?format=csv", data=b"task,worker,label\nt,w,a\n", headers=p["reader"])
+    assert r.status_code == 403
+    r = client.post(url + "?format=csv", data=b"task,worker,label\nt,w,a\n")
+    assert r.status_code == 401
+
+
+def test_import_limit_is_enforced_while_streaming(make_app, admin):
+    app = make_app(max_import_bytes=100)
+    client = app.test_client()
+    client.post("/v1/projects", json={"id": "big", "labels": ["a"]}, headers=admin)
+    body = b"task,worker,label\n" + b"t,w,a\n" * 50
+    r = client.post("/v1/projects/big/imports?format=csv", data=body, headers=admin)
+    assert r.status_code == 413
+    store = app.extensions["crowdqc_store"]
+    assert not list(store.r.scan_iter(match=f"{store.prefix}import:*"))
+
+
+def test_imports_are_not_bound_by_the_json_body_limit(make_app, admin):
+    app = make_app(max_body_bytes=50, max_import_bytes=10_000)
+    client = app.test_client()
+    client.post("/v1/projects", json={"id": "big", "labels": ["a"]}, headers=admin)
+    body = b"task,worker,label\n" + b"t,w,a\n" * 50
+    assert client.post("/v1/projects/big/imports?format=csv", data=body, headers=admin).status_code == 202
