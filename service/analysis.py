@@ -5,8 +5,15 @@ always also the plain majority vote (to report where the model overrules it), th
 reliability, the disagreement ranking and the agreement statistics, timing every stage.
 The :class:`Analysis` it returns holds the arrays and yields strict-JSON-safe rows.
 
-Gold labels are used for *evaluation* only (accuracy, worker gold accuracy, gold
-contradictions); they are never shown to the model, so the accuracy is an honest one.
+Gold labels are used in one of two ways, chosen by the ``gold`` parameter:
+
+* ``evaluate`` (the command line's default): only to measure (accuracy, worker gold
+  accuracy, gold contradictions); the model never sees them, so its accuracy is honest.
+* ``clamp`` (the service's default): methods that model gold (Dawid-Skene, one-coin,
+  GLAD) clamp the known tasks to their label in every E-step, which sharpens every
+  worker's confusion estimate; the method's accuracy on those tasks would then be 1 by
+  construction, so it is reported as null with a note (majority vote's stays honest).
+  Majority vote and Wawa do not model gold: for them gold is evaluation only.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ except ImportError:  # pragma: no cover
 # Array-valued constructor arguments (warm starts, vote weights) are for library users;
 # parameters coming from a command line or a JSON request are numbers.
 _NOT_PUBLIC = {"weights", "init_confusion", "init_priors", "init_skills", "init_alphas", "init_betas"}
+GOLD_MODES = ("evaluate", "clamp")
+
 # Above this many classes a consensus row lists only the probabilities that matter.
 MAX_LISTED_CLASSES = 50
 MIN_LISTED_PROBABILITY = 1e-4
@@ -73,8 +82,12 @@ def check_params(method: str, params: dict | None) -> dict:
     allowed = method_params(method)
     params = dict(params or {})
     for name, value in params.items():
+        if name == "gold":  # how gold is used, for every method (see the module docstring)
+            if value not in GOLD_MODES:
+                raise ValueError(f"parameter 'gold' must be one of {', '.join(GOLD_MODES)}, got {value!r}")
+            continue
         if name not in allowed:
-            known = ", ".join(allowed) or "none"
+            known = ", ".join([*allowed, "gold"])
             raise ValueError(f"unknown parameter {name!r} for method {method!r} (parameters: {known})")
         default = allowed[name]
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -133,6 +146,7 @@ class Analysis:
     disagreements: Disagreements
     agreement: dict
     gold: Gold | None
+    gold_mode: str = "evaluate"
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
 
@@ -213,6 +227,7 @@ class Analysis:
         out = {
             "method": self.method,
             "params": _json_safe(self.params),
+            "gold_mode": self.gold_mode,
             "iterations": _int_or_none(getattr(model, "n_iter_", None)),
             "converged": None if not hasattr(model, "converged_") else bool(model.converged_),
             "log_likelihood": _finite_or_none(ll),
@@ -250,7 +265,13 @@ class Analysis:
             "majority_vote": None,
         }
         if n:
-            result["method"] = float((self.labels[known] == codes[known]).mean())
+            if self.gold_mode == "clamp":
+                result["method_note"] = (
+                    "gold tasks were clamped to their known labels, so the method's accuracy on them "
+                    "is 1 by construction; aggregate with gold 'evaluate' to measure it"
+                )
+            else:
+                result["method"] = float((self.labels[known] == codes[known]).mean())
             result["majority_vote"] = float((self.mv_labels[known] == codes[known]).mean())
         return result
 
@@ -266,6 +287,7 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
     """
     cls = _method_class(method)
     params = check_params(method, params)
+    gold_mode = params.pop("gold", "evaluate")
     gold = _as_gold(answers, gold)
     timings: dict[str, float] = {}
     notify = progress if progress is not None else (lambda event: None)
@@ -288,6 +310,11 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
                     "log_likelihood": _finite_or_none(log_likelihood)})
 
         fit_args["callback"] = callback
+    models_gold = "gold" in inspect.signature(cls.fit).parameters
+    if gold_mode == "clamp" and not models_gold:
+        gold_mode = "evaluate"  # nothing to clamp: the method ignores gold when fitting
+    if gold_mode == "clamp" and gold is not None:
+        fit_args["gold"] = gold.codes
     mv = stage("majority_vote", lambda: MajorityVote().fit(answers))
     if method == "majority_vote":
         model = mv
@@ -317,7 +344,7 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
         warnings.append(reliability.confusion_note_)
     if gold is not None and gold.n_unanswered:
         warnings.append(f"{gold.n_unanswered} gold tasks have no answers and were not used")
-    return Analysis(answers, method, effective, model, mv, reliability, disagreements, agreement, gold, timings, warnings)
+    return Analysis(answers, method, effective, model, mv, reliability, disagreements, agreement, gold, gold_mode, timings, warnings)
 
 
 def _finite_or_none(value):

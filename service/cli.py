@@ -26,8 +26,8 @@ input files:
   errors.  Labels are compared after Unicode NFC normalisation and stripping of
   surrounding white space; case is kept and "1" and "01" differ.
 
-  GOLD (optional) has the columns task, label; it is used to measure accuracy and
-  worker gold accuracy, never to fit the model.
+  GOLD (optional) has the columns task, label; it measures accuracy and worker gold
+  accuracy, and is never shown to the model unless --gold-mode clamp is given.
 
 duplicates:
   A worker answering one task several times: 'latest' (default) keeps the last row,
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--out", metavar="DIR", default="crowdqc-out", help="output directory (default: %(default)s)")
     agg.add_argument("--duplicates", default="latest", choices=DUPLICATE_POLICIES,
                      help="repeated answers by one worker on one task (default: %(default)s)")
+    agg.add_argument("--gold-mode", choices=("evaluate", "clamp"), default="evaluate",
+                     help="evaluate: GOLD only measures accuracy (default); clamp: Dawid-Skene, one-coin "
+                     "and GLAD fix gold tasks to their known label while fitting")
     agg.add_argument("--max-iter", type=int, metavar="N", help="maximum EM iterations (EM methods; default 100)")
     agg.add_argument("--tol", type=float, metavar="T",
                      help="EM convergence tolerance (EM methods); 0 runs every iteration")
@@ -141,6 +144,8 @@ def run_aggregate(args) -> int:
         params["max_iter"] = args.max_iter
     if args.tol is not None:
         params["tol"] = args.tol
+    if args.gold_mode != "evaluate":
+        params["gold"] = args.gold_mode
     try:
         params = check_params(args.method, params)
     except ValueError as exc:

@@ -360,7 +360,10 @@ def run_analysis(meta: dict, snap, method: str, params: dict | None, progress=No
     gold = None
     if snap.gold:
         gold = (list(snap.gold), [classes[i] for i in snap.gold.values()])
-    return analysis.analyse(answers, method=method, params=params or {}, gold=gold, progress=progress)
+    # The service clamps known answers unless asked to only evaluate against them (the
+    # command line does the opposite: there gold is usually a held-out check).
+    params = {"gold": "clamp", **(params or {})}
+    return analysis.analyse(answers, method=method, params=params, gold=gold, progress=progress)
 
 
 def label_converter(meta: dict):

@@ -54,9 +54,16 @@ class StrOrInt(fields.Field):
 MAX_LABEL_LENGTH = 256
 
 
+_PARAMS_DOC = (
+    "the method's hyperparameters (e.g. max_iter, tol, smoothing), and 'gold': 'clamp' "
+    "(default: gold tasks are fixed to their known label while fitting) or 'evaluate' "
+    "(gold only measures accuracy)"
+)
+
+
 class AggregationConfigSchema(ma.Schema):
     method = fields.String(load_default="dawid_skene")
-    params = fields.Dict(keys=fields.String(), load_default=dict)
+    params = fields.Dict(keys=fields.String(), load_default=dict, metadata={"description": _PARAMS_DOC})
     auto = fields.Boolean(load_default=False)
 
 
@@ -103,7 +110,7 @@ class KeyCreateSchema(ma.Schema):
 
 class AggregationRequestSchema(ma.Schema):
     method = fields.String(load_default=None)
-    params = fields.Dict(keys=fields.String(), load_default=None)
+    params = fields.Dict(keys=fields.String(), load_default=None, metadata={"description": _PARAMS_DOC})
 
 
 class LabelItemSchema(ma.Schema):

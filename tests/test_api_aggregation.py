@@ -66,7 +66,8 @@ def bluebirds(client, project, run_jobs):
         assert resp.status_code == 200 and resp.get_json()["accepted"] == len(batch)
     resp = client.post("/v1/projects/bb/gold", json={"gold": gold}, headers=p["writer"])
     assert resp.status_code == 200
-    job = aggregate(client, p, run_jobs, method="dawid_skene")
+    # gold only measures here, as in `crowdqc aggregate --gold` (the service's default clamps it)
+    job = aggregate(client, p, run_jobs, method="dawid_skene", params={"gold": "evaluate"})
     return {**p, "answers": answers, "gold": gold, "job": job}
 
 
@@ -100,6 +101,27 @@ def test_bluebirds_end_to_end_matches_offline_analysis(client, bluebirds):
     assert project_view["counts"] == {"answers": 4212, "tasks": 108, "workers": 39, "gold": 108, "revision": 10}
     latest = project_view["latest_aggregation"]
     assert latest["method"] == "dawid_skene" and latest["stale"] is False and latest["version"] == 1
+
+
+def test_gold_is_clamped_by_default(client, bluebirds, run_jobs):
+    """Without ``gold: evaluate`` the known answers are fixed while fitting: every gold task's
+    consensus is its gold label with certainty, and the method's accuracy on gold is not
+    reported as a measurement (it would be 1 by construction)."""
+    p = bluebirds
+    job = aggregate(client, p, run_jobs, method="dawid_skene")
+    summary = job["result"]["summary"]
+    assert summary["gold_mode"] == "clamp"
+    assert summary["accuracy"]["method"] is None and "clamped" in summary["accuracy"]["method_note"]
+    # Majority vote ignores gold, so its accuracy stays the published figure (datasets README).
+    assert summary["accuracy"]["majority_vote"] == pytest.approx(0.7593, abs=1e-4)
+    items, _, _ = all_pages(client, p, limit=200)
+    truth = {g["task"]: g["label"] for g in p["gold"]}
+    assert all(it["label"] == truth[it["task"]] and it["confidence"] == 1.0 for it in items)
+    # Clamping every task fixes the posteriors, so the worker confusion matrices become the
+    # empirical ones against gold: a worker's estimated accuracy is (nearly) its gold accuracy.
+    rows = client.get("/v1/projects/bb/workers?limit=100", headers=p["reader"]).get_json()["items"]
+    for w in rows:
+        assert w["accuracy"] == pytest.approx(w["gold_accuracy"], abs=0.01)
 
 
 def test_single_task_with_answers(client, bluebirds):
