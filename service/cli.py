@@ -233,8 +233,7 @@ def human_summary(summary: dict, out_dir) -> str:
 
 def run_serve(args) -> int:
     serve = _load("service.server", "serve", "the HTTP server")
-    serve(args.host, args.port)
-    return EXIT_OK
+    return serve(args.host, args.port)
 
 
 def run_worker(args) -> int:

@@ -1,7 +1,7 @@
-"""``crowdqc serve``: the API and one RQ worker in one command (development and small
-installations).  In production run the API under gunicorn
-(``gunicorn -w 4 'service.app:create_app()'``) and ``crowdqc worker`` processes anywhere
-that reaches the same Redis."""
+"""``crowdqc serve``: the API and one job worker in one command, for a newcomer or a single
+machine.  The API runs under gunicorn with the same settings as production
+(service/gunicorn_conf.py); production runs the API and ``crowdqc worker`` processes
+separately, on any machines that reach the same Redis (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -15,37 +15,47 @@ from .config import Settings
 from .worker import redis_problem
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
     settings = Settings.from_env()
     problem = redis_problem(settings.redis_url)
     if problem:
         print(problem, file=sys.stderr)
-        raise SystemExit(2)
+        return 2
+    env = os.environ.copy()
     if not settings.admin_token:
         # Never a fixed default: a fresh random token per run, printed once.
-        token = secrets.token_urlsafe(32)
-        os.environ["CROWDQC_ADMIN_TOKEN"] = token
-        print(f"crowdqc: CROWDQC_ADMIN_TOKEN was not set; admin token for this run: {token}", file=sys.stderr)
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "from service.worker import main; raise SystemExit(main(['--log-level', 'WARNING']))"],
-        env=os.environ.copy(),
-    )
+        env["CROWDQC_ADMIN_TOKEN"] = secrets.token_urlsafe(32)
+        print(f"crowdqc: CROWDQC_ADMIN_TOKEN was not set; admin token for this run: {env['CROWDQC_ADMIN_TOKEN']}",
+              file=sys.stderr)
+    # Two API processes unless told otherwise: the worker needs a core for aggregations.
+    env.setdefault("CROWDQC_API_PROCESSES", "2")
+    from . import gunicorn_conf
+
+    api_argv = [sys.executable, "-m", "gunicorn", "-c", gunicorn_conf.__file__, "--bind", f"{host}:{port}",
+                "service.app:create_app()"]
+    worker_argv = [sys.executable, "-m", "service.worker"]
+    print(f"crowdqc: API on http://{host}:{port} (OpenAPI at /openapi.json, browsable at /docs) and one job worker; "
+          "Ctrl-C stops both", file=sys.stderr)
+    procs = [subprocess.Popen(worker_argv, env=env), subprocess.Popen(api_argv, env=env)]
+
     def stop(signum, frame):
-        raise KeyboardInterrupt  # run the finally below: never orphan the worker
+        raise KeyboardInterrupt  # run the finally below: never orphan a child
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        from werkzeug.serving import run_simple
-
-        from .app import create_app
-
-        print(f"crowdqc: API on http://{host}:{port} (docs at /docs), worker pid {worker.pid}", file=sys.stderr)
-        run_simple(host, int(port), create_app(), threaded=True, use_reloader=False)
+        # Whichever child ends first (a crash, or a signal to it) ends the whole service:
+        # half a service that looks up is worse than none.
+        os.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
+    return failed[0] if failed else 0
