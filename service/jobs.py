@@ -37,6 +37,17 @@ class JobFailure(Exception):
     """A failure whose message is safe and useful to show to the client."""
 
 
+class WorkerLost(JobFailure):
+    """The work horse found its worker dead (see service.worker.orphaned)."""
+
+
+def check_not_orphaned() -> None:
+    from .worker import orphaned
+
+    if orphaned():
+        raise WorkerLost("the worker running this job stopped (killed or crashed); the previous result is still served")
+
+
 def known_methods() -> tuple[str, ...]:
     from . import analysis
 
@@ -283,7 +294,8 @@ def run_aggregation(prefix, project, method, params, marker=None, grace=600, dis
         result = aggregate_project(store, project, method, params, job=job, disagreement_rows=disagreement_rows)
     except JobFailure as exc:
         store.update_job(job.id, status="failed", reason=str(exc))
-        record_job_outcome(job.connection, prefix, job.id, "failed", time.time() - started)
+        lost = isinstance(exc, WorkerLost)
+        record_job_outcome(job.connection, prefix, job.id, "lost" if lost else "failed", None if lost else time.time() - started)
         raise
     except Exception as exc:
         from aggregation import AnswersError
@@ -345,6 +357,9 @@ def aggregate_project(store: Store, project: str, method: str, params: dict | No
         "seconds": round(time.time() - started, 3),
         "summary": summary,
     }
+    # An orphaned horse publishing now would replace a result that clients were told is
+    # still current, for a job already reported as lost.
+    check_not_orphaned()
     version, published = store.write_result(project, snap.rev, info, parts)
     return {"version": version, "published": published, "snapshot_revision": snap.rev, "summary": summary}
 
@@ -423,6 +438,8 @@ def _progress_saver(job, every: float = 0.5):
     last = [0.0]
 
     def progress(event):
+        # Every EM iteration passes here: the cheapest place to notice a dead worker.
+        check_not_orphaned()
         now = time.time()
         if "iteration" in event and now - last[0] < every:
             return

@@ -4,6 +4,8 @@ machine that reaches the same Redis)."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 import redis
@@ -11,6 +13,51 @@ from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
 from .config import Settings
+
+# Pid of the worker that forked this work horse; None outside a work horse (the API, an
+# in-process SimpleWorker).
+_horse_parent: int | None = None
+
+
+def orphaned() -> bool:
+    """Whether this process is a work horse whose worker has died.  RQ puts the horse in a
+    process group of its own, so killing the worker's group (a container stop, an OOM kill,
+    `kill -9 -PGID`) leaves the horse running as an orphan: it must stop, and it must never
+    publish a result for a job the system already reported as lost."""
+    return _horse_parent is not None and os.getppid() != _horse_parent
+
+
+def _bind_to_parent(parent: int) -> None:
+    """In a freshly forked work horse: die with the worker that forked it."""
+    global _horse_parent
+    _horse_parent = parent
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            # SIGKILL: the horse may be deep in numpy where no Python handler would run.
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no usable libc
+            pass
+    # The worker may have died between fork() and prctl(): PDEATHSIG would never fire.
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class CrowdqcWorker(Worker):
+    """RQ's forking worker whose work horses do not outlive it.  Elsewhere than on Linux
+    (no PDEATHSIG), the jobs themselves check :func:`orphaned` while they run and before
+    they publish."""
+
+    def fork_work_horse(self, job, queue):
+        self._crowdqc_parent = os.getpid()
+        return super().fork_work_horse(job, queue)
+
+    def main_work_horse(self, job, queue):
+        _bind_to_parent(self._crowdqc_parent)
+        return super().main_work_horse(job, queue)
 
 
 def redis_problem(url: str) -> str | None:
@@ -55,7 +102,7 @@ def main(argv=None) -> int:
     # never takes the worker down.
     # job_monitoring_interval: how often the running job's heartbeat is written; the API
     # reports the job as failed once it is older than CROWDQC_JOB_LOST_SECONDS.
-    worker = Worker(
+    worker = CrowdqcWorker(
         [queue], connection=connection, serializer=JSONSerializer, job_monitoring_interval=max(1, settings.job_heartbeat_seconds)
     )
     worker.work(burst=args.burst, with_scheduler=not args.no_scheduler, logging_level=args.log_level.upper())

@@ -1,7 +1,9 @@
 """Real processes for deployment and fault tests: redis-server on its own port and
 directory, gunicorn, crowdqc workers.  Each process runs in its own session (process
-group) so that it and its children (gunicorn workers, RQ work horses) can be killed as one;
-:class:`Processes` stops whatever is still running when the test ends, pass or fail."""
+group) so that it and its children (gunicorn workers) can be killed as one; an RQ work horse
+leaves its worker's group (RQ calls setpgrp() after forking), so :class:`Processes` also
+finds, by environment, every process its test started or whose parent it started, and kills
+whatever is still running when the test ends, pass or fail."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,56 @@ def wait_until(check, timeout: float, interval: float = 0.05, what: str = "condi
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+# Every process a Processes starts carries this variable (value unique to the test), and
+# so does everything those processes fork or spawn.
+MARK_VAR = "CROWDQC_TEST_PROCS"
+
+
+def pids_with_env(entries) -> list[int]:
+    """Live processes whose environment holds any of ``entries`` ("NAME=value")."""
+    wanted = {e.encode() for e in entries}
+    me, out = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = set(f.read().split(b"\0"))
+        except OSError:  # gone, or not ours to read
+            continue
+        # A zombie's environ reads empty, so it never matches: it no longer runs.
+        if env & wanted:
+            out.append(int(d))
+    return out
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgid) of a live process; None once it has exited (zombies included)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
+    return None if state in ("Z", "X") else (state, ppid, pgid)
+
+
+def kill_pids(pids, timeout: float = 5.0) -> list[int]:
+    """SIGKILL ``pids`` and wait until they are gone; returns those that were running."""
+    killed = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(proc_stat(p) for p in killed):
+        time.sleep(0.02)
+    return killed
 
 
 class Proc:
@@ -87,8 +140,12 @@ class Processes:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.procs: list[Proc] = []
+        self.mark = f"{MARK_VAR}={uuid.uuid4().hex}"
+        self.redis_urls: list[str] = []
 
     def start(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
+        env = dict(os.environ if env is None else env)
+        env[MARK_VAR] = self.mark.split("=", 1)[1]
         p = Proc(name, argv, self.tmp / f"{name}-{len(self.procs)}.log", env=env)
         self.procs.append(p)
         return p
@@ -107,12 +164,20 @@ class Processes:
             argv += [f"--{k.replace('_', '-')}", str(v)]
         proc = self.start(f"redis-{port}", argv)
         r = RedisProc(proc, port, data_dir)
+        self.redis_urls.append(r.url)
         wait_until(r.ping, 15, what=f"redis-server on port {port}")
         return r
 
-    def stop_all(self) -> None:
+    def strays(self) -> list[int]:
+        """Running processes of this test: its mark, or the REDIS_URL of one of its
+        redis-servers (a client started by other means still points there)."""
+        return pids_with_env([self.mark] + [f"REDIS_URL={u}" for u in self.redis_urls])
+
+    def stop_all(self) -> list[int]:
+        """Stop every process; returns the pids of strays that had to be killed."""
         for p in reversed(self.procs):
             p.stop()
+        return kill_pids(self.strays())
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ({' '.join(p.argv)})\n{p.output()[-4000:]}" for p in self.procs)
@@ -143,6 +208,8 @@ class RedisProc:
 def processes(tmp_path):
     procs = Processes(tmp_path)
     yield procs
-    procs.stop_all()
+    killed = procs.stop_all()
+    if killed:
+        print(f"killed stray processes left by this test: {killed}")
     # pytest shows this only when the test failed.
     print(procs.logs())

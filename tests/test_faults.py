@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ADMIN_TOKEN, bearer
-from procs import BIN, processes, wait_until  # noqa: F401 - fixture
+from procs import BIN, kill_pids, pids_with_env, proc_stat, processes, wait_until  # noqa: F401 - fixture
 
 ADMIN = bearer(ADMIN_TOKEN)
 
@@ -157,9 +157,22 @@ def test_worker_killed_mid_aggregation(processes):
     slow = r.headers["Location"]
     running = _wait_job(client, slow, reader, 60, states=("running",))
     wait_until(lambda: client.get(slow, headers=reader).get_json()["job"].get("progress"), 30, 0.1, "progress of the slow job")
-    worker.kill_group(signal.SIGKILL)  # the worker and its work horse, as when a machine dies
+    # The work horse: a child of the worker in a process group of its own (RQ calls
+    # setpgrp() in it), which is why killing the worker's group does not reach it.  The
+    # scheduler, the worker's other child, stays in the worker's group.
+    horses = [p for p in pids_with_env([f"REDIS_URL={redis.url}"]) if (st := proc_stat(p)) and st[1] == worker.pid and st[2] == p]
+    assert len(horses) == 1, horses
+    horse = horses[0]
+    worker.kill_group(signal.SIGKILL)  # as an OOM kill or `docker kill` of the worker would
     worker.popen.wait(5)
     t0 = time.monotonic()
+    try:
+        # The horse notices its worker is gone (PDEATHSIG) and stops on its own: no orphan
+        # burning a core on a job nobody waits for, and no late result.
+        wait_until(lambda: proc_stat(horse) is None, 5, 0.05, f"the orphaned work horse {horse} to stop by itself")
+    finally:
+        kill_pids([horse])
+    assert pids_with_env([f"REDIS_URL={redis.url}"]) == []
     job = _wait_job(client, slow, reader, 30)
     assert job["status"] == "failed" and "worker" in job["reason"], job
     assert time.monotonic() - t0 < 20
@@ -186,6 +199,35 @@ def test_worker_killed_mid_aggregation(processes):
     StartedJobRegistry(queue=app.extensions["crowdqc_jobs"].queue).cleanup(timestamp=time.time() + 3600)
     assert client.get(slow, headers=reader).get_json()["job"]["reason"] == job["reason"]
     assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("where", ["during EM", "before publishing"])
+def test_orphaned_work_horse_fails_its_job_and_never_publishes(client, project, run_jobs, monkeypatch, where):
+    """Where PDEATHSIG is unavailable, a horse whose worker died must still stop at its next
+    EM iteration, and at the latest just before it would publish."""
+    import service.jobs
+    import service.worker
+
+    p = project("orph", labels=("a", "b", "c"))
+    rows = _noisy_labels(n_tasks=200, n_workers=10, per_task=3)
+    assert client.post("/v1/projects/orph/labels", json={"labels": rows}, headers=p["writer"]).status_code == 200
+    r = client.post("/v1/projects/orph/aggregations", json={"method": "majority_vote"}, headers=p["writer"])
+    run_jobs()
+    assert client.get(r.headers["Location"], headers=p["reader"]).get_json()["job"]["status"] == "finished"
+    before = client.get("/v1/projects/orph/consensus", query_string={"limit": 1000}, headers=p["reader"]).get_json()
+
+    # This process plays the horse; -1 is never its parent's pid: the worker "died".
+    monkeypatch.setattr(service.worker, "_horse_parent", -1)
+    if where == "before publishing":
+        monkeypatch.setattr(service.jobs, "_progress_saver", lambda job: None)
+    r = client.post("/v1/projects/orph/aggregations", json={"method": "dawid_skene", "params": {"max_iter": 50}}, headers=p["writer"])
+    run_jobs()
+    job = client.get(r.headers["Location"], headers=p["reader"]).get_json()["job"]
+    assert job["status"] == "failed" and "worker running this job stopped" in job["reason"], job
+    after = client.get("/v1/projects/orph/consensus", query_string={"limit": 1000}, headers=p["reader"]).get_json()
+    assert after == before and after["version"] == 1
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in text and 'crowdqc_jobs_total{outcome="finished"} 1.0' in text
 
 
 # -- (c) Redis outage ------------------------------------------------------------------------
