@@ -42,7 +42,11 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app.  ``config`` may also carry a ready ``REDIS`` client (tests)."""
     config = dict(config or {})
     settings = settings_from(config)
-    app = Flask("crowdqc")
+    from swagger_ui_bundle import swagger_ui_path
+
+    # The browsable API page's scripts come from the installed package, not a CDN: the
+    # page must work where the service has no internet access.
+    app = Flask("crowdqc", static_folder=str(swagger_ui_path), static_url_path="/docs/static")
     app.config.update(
         API_TITLE="crowdqc",
         API_VERSION="v1",
@@ -50,7 +54,7 @@ def create_app(config: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL="/docs/static/",
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
