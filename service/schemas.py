@@ -54,6 +54,13 @@ class StrOrInt(fields.Field):
 MAX_LABEL_LENGTH = 256
 
 
+def _no_control_chars(value: str) -> None:
+    # A project name is shown in dashboards, exports and logs like any id.
+    bad = BAD_CHARS.search(value)
+    if bad:
+        raise ma.ValidationError(f"must not contain control characters or lone surrogates (U+{ord(bad.group()):04X} at {bad.start()})")
+
+
 _PARAMS_DOC = (
     "the method's hyperparameters (e.g. max_iter, tol, smoothing), and 'gold': 'clamp' "
     "(default: gold tasks are fixed to their known label while fitting) or 'evaluate' "
@@ -72,7 +79,7 @@ class ProjectCreateSchema(ma.Schema):
         required=True,
         validate=validate.Regexp(PROJECT_ID, error="must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"),
     )
-    name = fields.String(load_default=None, validate=validate.Length(max=200))
+    name = fields.String(load_default=None, validate=[validate.Length(max=200), _no_control_chars])
     labels = fields.List(StrOrInt(), required=True, validate=validate.Length(min=1))
     aggregation = fields.Nested(AggregationConfigSchema, load_default=lambda: {"method": "dawid_skene", "params": {}, "auto": False})
 
@@ -100,7 +107,7 @@ class ProjectCreateSchema(ma.Schema):
 
 
 class ProjectPatchSchema(ma.Schema):
-    name = fields.String(validate=validate.Length(max=200))
+    name = fields.String(validate=[validate.Length(max=200), _no_control_chars])
     aggregation = fields.Nested(AggregationConfigSchema)
 
 

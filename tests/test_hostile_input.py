@@ -152,6 +152,16 @@ def test_bad_project_labels_are_422(client, admin, labels):
     assert client.get("/v1/projects/bad", headers=admin).status_code == 404
 
 
+@pytest.mark.parametrize("name", ["bell\x07", "two\nlines", "\x1b[2J", "x" * 201])
+def test_bad_project_names_are_422(client, admin, project, name):
+    e = err(client.post("/v1/projects", json={"id": "named", "name": name, "labels": ["a"]}, headers=admin), 422)
+    assert e["details"][0]["path"] == "name"
+    project("p1")
+    e = err(client.patch("/v1/projects/p1", json={"name": name}, headers=admin), 422)
+    assert e["details"][0]["path"] == "name"
+    assert client.get("/v1/projects/p1", headers=admin).get_json()["name"] == "p1"
+
+
 UNICODE_IDS = [
     "задача-1",
     "任务二",
