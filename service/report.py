@@ -8,8 +8,10 @@
 * ``disagreements.csv``: every task, most uncertain first; ``votes`` is compact JSON.
 * ``summary.json``: :meth:`Analysis.summary` plus input file names and timings (seconds).
 
-Empty cells mean "unknown" (never NaN); booleans are ``true``/``false``.  Files are
-streamed row by row and each appears under its final name only once complete.
+Empty cells mean "unknown" (never NaN); booleans are ``true``/``false``; numbers are in
+their shortest exact form (``1`` for 1.0).  The large tables are built a chunk of rows at
+a time from whole columns (:mod:`service.columnar`), and each file appears under its
+final name only once complete.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import csv
 import json
 import os
 from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from . import columnar as col
 
 MAX_PROBABILITY_COLUMNS = 50
 FILES = ("consensus.csv", "workers.csv", "disagreements.csv", "summary.json")
@@ -72,32 +79,20 @@ def write_consensus(analysis, path: Path) -> None:
         header += [f"p:{c}" for c in classes]
     if has_gold:
         header.append("gold")
-    labels = analysis.labels.tolist()
-    mv = analysis.mv_labels.tolist()
-    ties = ["true" if t else "false" for t in analysis.ties.tolist()]
-    columns = [a.task_names.tolist(), [classes[c] for c in labels], analysis.confidence.tolist(),
-               a.answers_per_task.tolist(), ties, [classes[c] for c in mv]]
-    with _Atomic(path) as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(header)
-        probas = analysis.probas
-        gold = [classes[g] if g >= 0 else "" for g in analysis.gold.codes.tolist()] if has_gold else None
-        # Chunks keep the per-row Python lists short-lived on millions of tasks.
-        step = 65536
-        for lo in range(0, a.n_tasks, step):
-            hi = min(lo + step, a.n_tasks)
-            fixed = zip(*(col[lo:hi] for col in columns))
-            probs = probas[lo:hi].tolist() if with_p else None
-            golds = gold[lo:hi] if has_gold else None
-            if with_p and has_gold:
-                rows = ([*f_, *p, g] for f_, p, g in zip(fixed, probs, golds))
-            elif with_p:
-                rows = ([*f_, *p] for f_, p in zip(fixed, probs))
-            elif has_gold:
-                rows = ([*f_, g] for f_, g in zip(fixed, golds))
-            else:
-                rows = fixed
-            writer.writerows(rows)
+    fields = _class_fields(classes)
+    labels, confidence, mv, ties, probas = analysis.labels, analysis.confidence, analysis.mv_labels, analysis.ties, analysis.probas
+    gold = _gold_codes(analysis, len(classes))
+
+    def lines(lo, hi):
+        pieces = [col.csv_fields(a.task_names[lo:hi]), col.take(fields, labels[lo:hi]), col.numbers(confidence[lo:hi]),
+                  col.numbers(a.answers_per_task[lo:hi]), col.booleans(ties[lo:hi]), col.take(fields, mv[lo:hi])]
+        if with_p:
+            pieces += [col.numbers(probas[lo:hi, c]) for c in range(len(classes))]
+        if has_gold:
+            pieces.append(col.take(fields + [""], gold[lo:hi]))
+        return col.joined(pieces, ",")
+
+    _write_csv(path, header, a.n_tasks, lines)
 
 
 def write_workers(analysis, path: Path) -> None:
@@ -110,11 +105,59 @@ def write_workers(analysis, path: Path) -> None:
 
 
 def write_disagreements(analysis, path: Path, limit: int | None = None) -> None:
+    d = analysis.disagreements
+    classes = [str(c) for c in d.classes_]
+    fields = _class_fields(classes)
+    keys = [f"{k}:" for k in col.json_literals(classes)]
+    order = d.order_ if limit is None else d.order_[: max(int(limit), 0)]
+    gold = np.where(d.has_gold_, d.gold_, len(classes))
+
+    def lines(lo, hi):
+        rows = order[lo:hi]
+        votes = d.votes_[rows]
+        votes.eliminate_zeros()
+        votes.sort_indices()
+        has_gold = col.strings(np.where(d.has_gold_[rows], "", None)).is_null()
+        pieces = [
+            col.numbers(np.arange(lo, hi)), col.csv_fields(d.task_names_[rows]), col.take(fields, d.label_[rows]),
+            col.numbers(d.confidence_[rows]), col.numbers(d.entropy_[rows]), col.numbers(d.margin_[rows]),
+            col.numbers(d.n_answers_[rows]),
+            col.csv_fields(col.sparse_objects(votes.indptr, votes.indices, col.numbers(votes.data.astype(np.int64)), keys)),
+            col.booleans(d.tie_[rows]), col.take(fields, d.mv_label_[rows]), col.booleans(d.mv_disagrees_[rows]),
+            col.take(fields + [""], gold[rows]),
+            pc.if_else(has_gold, "", col.booleans(d.contradicts_gold_[rows])),
+        ]
+        return col.joined(pieces, ",")
+
+    _write_csv(path, DISAGREEMENT_COLUMNS, len(order), lines)
+
+
+def _class_fields(classes: list[str]) -> list[str]:
+    return col.csv_fields(classes).to_pylist()
+
+
+def _gold_codes(analysis, n_classes: int):
+    """Gold class codes with 'unknown' as ``n_classes`` (an extra, empty fragment)."""
+    if analysis.gold is None:
+        return None
+    codes = analysis.gold.codes
+    return np.where(codes >= 0, codes, n_classes)
+
+
+# Rows per chunk: bounds the memory of the text being built (and keeps pyarrow's 32-bit
+# string offsets far from their 2 GB limit).
+CHUNK_ROWS = 262_144
+
+
+def _write_csv(path: Path, header, n_rows: int, lines) -> None:
+    """Header (Python's csv rules) then ``lines(lo, hi)`` text for every chunk of rows."""
     with _Atomic(path) as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(DISAGREEMENT_COLUMNS)
-        for row in analysis.disagreement_rows(limit=limit):
-            writer.writerow([_cell(row.get(col)) for col in DISAGREEMENT_COLUMNS])
+        csv.writer(f, lineterminator="\n").writerow(header)
+        f.flush()
+        raw = f.buffer
+        for lo in range(0, n_rows, CHUNK_ROWS):
+            raw.write(col.text_bytes(lines(lo, min(lo + CHUNK_ROWS, n_rows))))
+            raw.flush()
 
 
 def write_summary(summary: dict, path: Path) -> None:
