@@ -408,10 +408,10 @@ def build_parts(meta: dict, snap, analysis, disagreement_rows: int = 1000) -> tu
                 row[key] = conv(row[key])
         return row
 
-    rows, ix = [], {}
-    for i, row in enumerate(analysis.consensus_rows()):
-        rows.append(_dumps(relabel(row)))
-        ix[row["task"]] = i
+    from .result_json import consensus_json_rows
+
+    rows = consensus_json_rows(analysis, [conv(str(c)) for c in analysis.answers.classes])
+    ix = dict(zip(analysis.answers.task_names.tolist(), range(len(rows))))
     workers, sort_rows = {}, []
     for row in analysis.worker_rows():
         workers[row["worker"]] = _dumps(row)
