@@ -526,6 +526,10 @@ class Store:
         raw = self.r.lrange(self.rkey(pid, version, "rows"), start, stop - 1)
         return [json.loads(x) for x in raw]
 
+    def consensus_raw(self, pid: str, version: int, start: int, stop: int) -> list[bytes]:
+        """The stored JSON text of rows ``start:stop`` (pages are spliced, not re-encoded)."""
+        return self.r.lrange(self.rkey(pid, version, "rows"), start, stop - 1)
+
     def consensus_count(self, pid: str, version: int) -> int:
         return int(self.r.llen(self.rkey(pid, version, "rows")))
 
