@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     wrk = sub.add_parser("worker", help="run a background job worker (RQ, Redis)",
                          description="Run a worker for the service's background jobs.")
+    # The same options as service.worker.main, which does the parsing: declared here too so
+    # that this parser does not refuse them.
+    wrk.add_argument("--burst", action="store_true", help="process queued jobs, then exit")
+    wrk.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler of delayed jobs in this worker")
+    wrk.add_argument("--log-level", default="INFO", help="default: %(default)s")
     wrk.set_defaults(run=run_worker)
     return parser
 
@@ -238,7 +243,8 @@ def run_serve(args) -> int:
 
 def run_worker(args) -> int:
     worker_main = _load("service.worker", "main", "the job worker")
-    result = worker_main()
+    argv = ["--log-level", args.log_level] + (["--burst"] if args.burst else []) + (["--no-scheduler"] if args.no_scheduler else [])
+    result = worker_main(argv)
     return EXIT_OK if result is None else int(result)
 
 
