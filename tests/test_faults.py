@@ -285,6 +285,48 @@ def test_redis_outage_gives_503_and_recovers_without_restart(processes):
     assert counts["answers"] == 3  # the two from before the outage survived
 
 
+def test_redis_out_of_memory_gives_503_stores_nothing_and_recovers(processes):
+    """deploy/redis.conf's noeviction: at maxmemory Redis refuses writes.  That is a 503
+    naming the cause (not a 500), the refused batch leaves no trace (the ingestion script is
+    refused at its first write), the published consensus is still served, and raising the
+    limit is enough to recover."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    redis = processes.redis(maxmemory="3mb")
+    app = app_on(redis.url)
+    client = app.test_client()
+    writer, reader = make_project(client)
+    first = [[f"s{i}", f"w{j}", "abc"[(i + j) % 3]] for i in range(50) for j in range(3)]
+    stored = client.post("/v1/projects/p/labels", json={"labels": first}, headers=writer).get_json()["accepted"]
+    client.post("/v1/projects/p/aggregations", json={"method": "majority_vote"}, headers=writer)
+    queue = app.extensions["crowdqc_jobs"].queue
+    SimpleWorker([queue], connection=queue.connection, serializer=JSONSerializer).work(burst=True)
+    consensus = client.get("/v1/projects/p/consensus", headers=reader).get_json()
+    assert len(consensus["items"]) == 50
+    refused = None
+    for b in range(200):
+        batch = [[f"t{b}-{i}-" + "x" * 40, f"w{i % 9}", "a"] for i in range(1000)]
+        r = client.post("/v1/projects/p/labels", json={"labels": batch}, headers=writer)
+        if r.status_code != 200:
+            refused = (r, batch)
+            break
+        stored += r.get_json()["accepted"]
+    assert refused is not None and stored > 0, "maxmemory was never reached"
+    r, batch = refused
+    assert_error_shape(r, 503)
+    assert "out of memory" in r.get_json()["error"]["message"] and r.headers["Retry-After"]
+    # (Redis refuses every MULTI at maxmemory, so the project view is a 503 too: count the
+    # packed label array directly, 2 bytes per answer.)
+    assert redis.client().strlen("crowdqc:p:p:lab") // 2 == stored
+    assert client.get("/v1/projects/p/consensus", headers=reader).get_json() == consensus
+
+    redis.client().config_set("maxmemory", "0")
+    r = client.post("/v1/projects/p/labels", json={"labels": batch}, headers=writer)
+    assert r.status_code == 200 and r.get_json()["accepted"] == 1000
+    assert client.get("/v1/projects/p", headers=reader).get_json()["counts"]["answers"] == stored + 1000
+
+
 # -- (d) concurrent writers ------------------------------------------------------------------
 
 

@@ -125,6 +125,11 @@ def handle_unexpected(exc: Exception):
     if _is_redis_down(original):
         log.error("redis unavailable: %s", original)
         return error_response(503, "the data store (Redis) is unavailable; try again shortly", headers={"Retry-After": "5"})
+    refusal = _redis_refuses_writes(original)
+    if refusal:
+        # Not the client's fault and not a bug: an operator must act (docs/operations.md).
+        log.error("redis refuses writes: %s", original)
+        return error_response(503, f"the data store (Redis) cannot take this request: {refusal}; try again later", headers={"Retry-After": "30"})
     log.exception("unhandled error", exc_info=original)
     return error_response(500, "internal error")
 
@@ -135,6 +140,22 @@ def _is_redis_down(exc) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError))
+
+
+def _redis_refuses_writes(exc) -> str | None:
+    """Why Redis refused a write it would normally take, or None.  The client can only wait:
+    an operator has to free memory or disk, or point crowdqc at the primary."""
+    try:
+        import redis
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "it is out of memory (maxmemory reached) and refuses writes and transactions"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "it is a read-only replica"
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("MISCONF"):
+        return "it cannot persist to disk and refuses writes (MISCONF)"
+    return None
 
 
 def register(app) -> None:
