@@ -26,6 +26,7 @@ Rules (the same for every format; label normalisation itself is
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -47,6 +48,10 @@ FORMATS = ("csv", "tsv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _NON_BLANK = re.compile(rb"\S")
+_NON_EMPTY_LINE = re.compile(rb"[^\r\n]")
+# Below this size a file is one pyarrow block anyway: threads only add start-up cost and
+# the shutdown hazard of apache/arrow#38676.
+_THREADED_READ_BYTES = 1 << 24
 
 
 class ReadError(ValueError):
@@ -150,10 +155,15 @@ def read_table(path, wanted: list[str], fmt: str | None = None) -> Table:
     if _NON_BLANK.search(data) is None:
         what = "a header line" if fmt != "jsonl" else "one JSON object per line"
         raise ReadError(name, 1, f"empty file (expected {what} with {_names(wanted)})")
+    _check_utf8(data, name)
     if fmt == "jsonl":
         table = _arrow_jsonl(data, name, wanted)
     else:
-        header = _csv_header(data, name, _DELIMITERS[fmt], wanted)
+        header, body_start, header_line = _csv_header(data, name, _DELIMITERS[fmt], wanted)
+        if _NON_EMPTY_LINE.search(data, body_start) is None:
+            # Never hand pyarrow a header-only file: its threaded reader can leave a task
+            # behind that aborts the interpreter at exit (apache/arrow#38676).
+            raise ReadError(name, header_line + 1, "no answer rows after the header (need at least one row)")
         table = _arrow_csv(data, name, fmt, header, wanted)
     if table is None:
         # Either a real error (the Python reader raises it with its line) or a valid file
@@ -192,6 +202,28 @@ def _load(path, name: str) -> bytes:
     return data
 
 
+def _check_utf8(data: bytes, name: str) -> None:
+    """Every byte of the file, not only the wanted columns pyarrow converts, must be UTF-8
+    (as the line-by-line reader requires); the error names the first bad line."""
+    if data.isascii():
+        return
+    view = memoryview(data)
+    step = 1 << 24
+    start = 0
+    while start < len(data):
+        # cut after a newline: a multi-byte UTF-8 sequence never contains that byte
+        end = data.find(b"\n", min(start + step, len(data) - 1))
+        end = len(data) if end < 0 else end + 1
+        try:
+            codecs.utf_8_decode(view[start:end], "strict", True)
+        except UnicodeDecodeError as exc:
+            pos = start + exc.start
+            line_start = data.rfind(b"\n", 0, pos) + 1
+            line_no = data.count(b"\n", 0, pos) + 1
+            raise ReadError(name, line_no, f"invalid UTF-8 (byte {pos - line_start + 1} of the line)") from None
+        start = end
+
+
 def _names(wanted) -> str:
     return ", ".join(repr(w) for w in wanted)
 
@@ -199,8 +231,9 @@ def _names(wanted) -> str:
 # ------------------------------------------------------------------------ fast path
 
 
-def _csv_header(data: bytes, name: str, delimiter: str, wanted: list[str]) -> list[str]:
-    """The header's column names; checks that every wanted column is there once."""
+def _csv_header(data: bytes, name: str, delimiter: str, wanted: list[str]) -> tuple[list[str], int, int]:
+    """The header's column names, the offset just past the header line and its line
+    number; checks that every wanted column is there once."""
     start = 0
     line_no = 1
     while True:  # skip blank lines before the header, like the row reader does
@@ -223,7 +256,7 @@ def _csv_header(data: bytes, name: str, delimiter: str, wanted: list[str]) -> li
             raise ReadError(name, line_no, f"missing column {col!r} (the header has {found})")
         if n > 1:
             raise ReadError(name, line_no, f"column {col!r} appears {n} times in the header")
-    return header
+    return header, end + 1, line_no
 
 
 def _arrow_csv(data: bytes, name: str, fmt: str, header: list[str], wanted: list[str]) -> Table | None:
@@ -231,7 +264,7 @@ def _arrow_csv(data: bytes, name: str, fmt: str, header: list[str], wanted: list
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(use_threads=len(data) > _THREADED_READ_BYTES, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(
                 delimiter=_DELIMITERS[fmt], quote_char='"', double_quote=True,
                 escape_char=False, newlines_in_values=False, ignore_empty_lines=True,
@@ -250,7 +283,8 @@ def _arrow_csv(data: bytes, name: str, fmt: str, header: list[str], wanted: list
 
 def _arrow_jsonl(data: bytes, name: str, wanted: list[str]) -> Table | None:
     try:
-        table = pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 24))
+        threads = len(data) > _THREADED_READ_BYTES
+        table = pajson.read_json(pa.BufferReader(data), read_options=pajson.ReadOptions(use_threads=threads, block_size=1 << 24))
     except (pa.ArrowInvalid, pa.ArrowException, UnicodeDecodeError):
         return None
     # Two objects on one line parse in pyarrow but not line by line.  Each row must start
@@ -446,7 +480,14 @@ def _locate_answers_error(table: Table, wanted, classes, exc: AnswersError) -> R
         if line is not None:
             bad = _value_at(table, wanted, line)[2]
             shown = ", ".join(sorted(declared))
-            return ReadError(table.name, line, f"label {bad!r} is not one of the declared classes ({shown})")
+            problem = f"label {bad!r} is not one of the declared classes ({shown})"
+            # the first line to fix, and every value to fix, so one run tells it all
+            outside = sorted({normalize_label(v) for v in table.uniques[wanted[2]]} - declared)
+            if len(outside) > 1:
+                listed = ", ".join(repr(v) for v in outside[:20])
+                more = f", ... ({len(outside) - 20} more)" if len(outside) > 20 else ""
+                problem += f"; {len(outside)} undeclared labels in the file: {listed}{more}"
+            return ReadError(table.name, line, problem)
     return ReadError(table.name, None, str(exc))
 
 
