@@ -313,3 +313,27 @@ def validate_gold(body, label_index: dict, settings) -> tuple[list, list]:
     if details:
         raise BatchError("invalid gold labels; nothing was stored", details[:1000])
     return tasks, labels
+
+
+# -- exports and outbound webhooks ------------------------------------------------------------
+
+from .exports import FORMATS as EXPORT_FORMATS  # noqa: E402
+
+
+class ExportArgsSchema(ma.Schema):
+    format = fields.String(
+        load_default="csv",
+        validate=validate.OneOf(EXPORT_FORMATS),
+        metadata={"description": "csv, jsonl (JSON Lines), label_studio (tasks with predictions) or "
+                                 "label_studio_predictions (the body of Label Studio's import/predictions)"},
+    )
+    from_name = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH),
+                              metadata={"description": "Label Studio: the Choices tag (default: the one seen in imports)"})
+    to_name = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH),
+                            metadata={"description": "Label Studio: the object tag it labels (default: the one seen in imports)"})
+
+    @ma.validates_schema
+    def _tags(self, data, **kwargs):
+        for name in ("from_name", "to_name"):
+            if name in data and BAD_CHARS.search(data[name]):
+                raise ma.ValidationError("must not contain control characters", name)
