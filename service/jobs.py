@@ -83,6 +83,10 @@ class Jobs:
             "marker": marker,
             "grace": self.settings.result_grace_seconds,
             "disagreement_rows": self.settings.disagreement_rows,
+            "webhook_options": {
+                "retry_intervals": list(self.settings.webhook_retry_intervals),
+                "timeout": self.settings.webhook_timeout_seconds,
+            },
         }
         opts = dict(
             job_id=job_id,
@@ -279,7 +283,7 @@ def _iso_dt(dt) -> str:
 # -- the job function ------------------------------------------------------------------------
 
 
-def run_aggregation(prefix, project, method, params, marker=None, grace=600, disagreement_rows=1000):
+def run_aggregation(prefix, project, method, params, marker=None, grace=600, disagreement_rows=1000, webhook_options=None):
     """RQ entry point (arguments are JSON values)."""
     job = get_current_job()
     store = Store(job.connection, prefix)
@@ -291,7 +295,8 @@ def run_aggregation(prefix, project, method, params, marker=None, grace=600, dis
 
     started = time.time()
     try:
-        result = aggregate_project(store, project, method, params, job=job, disagreement_rows=disagreement_rows)
+        result = aggregate_project(store, project, method, params, job=job, disagreement_rows=disagreement_rows,
+                                   webhook_options=webhook_options)
     except JobFailure as exc:
         store.update_job(job.id, status="failed", reason=str(exc))
         lost = isinstance(exc, WorkerLost)
@@ -336,7 +341,8 @@ def job_failed(job, connection, exc_type=None, exc_value=None, tb=None):
     record_job_outcome(connection, prefix, job.id, "lost" if lost else "failed", None if lost else seconds)
 
 
-def aggregate_project(store: Store, project: str, method: str, params: dict | None, job=None, disagreement_rows=1000) -> dict:
+def aggregate_project(store: Store, project: str, method: str, params: dict | None, job=None, disagreement_rows=1000,
+                      webhook_options=None) -> dict:
     meta = store.get_project(project)
     if meta is None:
         raise JobFailure(f"project {project!r} no longer exists")
@@ -360,7 +366,14 @@ def aggregate_project(store: Store, project: str, method: str, params: dict | No
     # An orphaned horse publishing now would replace a result that clients were told is
     # still current, for a job already reported as lost.
     check_not_orphaned()
+    from .webhooks import Outbox
+
+    outbox = Outbox.open(store, project, job, webhook_options)
+    # Webhook events compare with the version this one replaces (None: the first).
+    previous = store.current_result(project) if outbox else None
     version, published = store.write_result(project, snap.rev, info, parts)
+    if outbox and published:
+        outbox.publish(meta, analysis, previous, {**info, "version": version, "snapshot_revision": snap.rev})
     return {"version": version, "published": published, "snapshot_revision": snap.rev, "summary": summary}
 
 

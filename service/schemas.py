@@ -318,6 +318,7 @@ def validate_gold(body, label_index: dict, settings) -> tuple[list, list]:
 # -- exports and outbound webhooks ------------------------------------------------------------
 
 from .exports import FORMATS as EXPORT_FORMATS  # noqa: E402
+from .webhooks import EVENT_TYPES as WEBHOOK_EVENTS  # noqa: E402
 
 
 class ExportArgsSchema(ma.Schema):
@@ -337,3 +338,69 @@ class ExportArgsSchema(ma.Schema):
         for name in ("from_name", "to_name"):
             if name in data and BAD_CHARS.search(data[name]):
                 raise ma.ValidationError("must not contain control characters", name)
+
+
+def _check_webhook_url(value: str) -> None:
+    from urllib.parse import urlsplit
+
+    if len(value) > 2048 or BAD_CHARS.search(value) or any(c.isspace() for c in value):
+        raise ma.ValidationError("must be at most 2048 characters without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ma.ValidationError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ma.ValidationError("must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ma.ValidationError("must not carry credentials; verify the X-Crowdqc-Signature header instead")
+
+
+class WebhookCreateSchema(ma.Schema):
+    url = fields.String(required=True, validate=_check_webhook_url)
+    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)), required=True,
+                         validate=validate.Length(min=1, max=len(WEBHOOK_EVENTS) * 4))
+    confidence_target = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0.0, max=1.0, min_inclusive=False),
+        metadata={"description": "task.confidence_reached fires when a task's confidence reaches this (0 < t <= 1)"},
+    )
+
+    @ma.validates_schema
+    def _target(self, data, **kwargs):
+        if "task.confidence_reached" in (data.get("events") or []) and data.get("confidence_target") is None:
+            raise ma.ValidationError("required with the task.confidence_reached event", "confidence_target")
+
+
+class WebhookDeliverySchema(ma.Schema):
+    event = fields.String()
+    type = fields.String()
+    status = fields.String(metadata={"description": "delivered, retrying or failed"})
+    http_status = fields.Integer(allow_none=True)
+    attempt = fields.Integer()
+    error = fields.String(allow_none=True)
+    at = fields.String()
+
+
+class WebhookSchema(ma.Schema):
+    id = fields.String()
+    url = fields.String()
+    events = fields.List(fields.String())
+    confidence_target = fields.Float(allow_none=True)
+    created_at = fields.String()
+    last_delivery = fields.Nested(WebhookDeliverySchema, allow_none=True)
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.String(metadata={"description": "the signing secret, shown in this response only"})
+
+
+class WebhookCreatedEnvelopeSchema(ma.Schema):
+    webhook = fields.Nested(WebhookCreatedSchema)
+
+
+class WebhookEnvelopeSchema(ma.Schema):
+    webhook = fields.Nested(WebhookSchema)
+
+
+class WebhookListSchema(ma.Schema):
+    items = fields.List(fields.Nested(WebhookSchema))
