@@ -14,8 +14,6 @@ from __future__ import annotations
 
 
 import numpy as np
-from scipy.optimize import Bounds, minimize
-from scipy.special import logsumexp
 
 from threadpoolctl import threadpool_limits
 
@@ -209,6 +207,8 @@ class GLAD:
     def _e_step(self, answers, alphas, log_betas, priors, gold):
         log_joint = self._log_joint(answers, alphas, log_betas, priors)
         probas = softmax_rows(log_joint.copy())
+        from scipy.special import logsumexp  # lazily, like scipy.optimize below
+
         per_task = logsumexp(log_joint, axis=1)
         if gold is not None:
             known = np.flatnonzero(gold >= 0)
@@ -219,6 +219,10 @@ class GLAD:
         return probas, float(per_task.sum()) - penalty
 
     def _m_step(self, answers, probas, alphas, log_betas):
+        # imported here: scipy.optimize and scipy.special are a third of a second of
+        # start-up that every `crowdqc` invocation would pay, and only GLAD needs them
+        from scipy.optimize import Bounds, minimize
+
         p_correct = probas[answers.task, answers.label]
         start = np.concatenate([alphas, log_betas])
         # Array bounds rather than a list of per-variable tuples: building that list in
