@@ -155,18 +155,26 @@ class Processes:
         and its own directory; ``overrides`` are extra config directives."""
         if shutil.which("redis-server") is None:
             pytest.skip("redis-server is not installed")
-        port = port or free_port()
-        data_dir = data_dir or (self.tmp / f"redis-{port}")
-        data_dir.mkdir(parents=True, exist_ok=True)
-        argv = ["redis-server"] + ([str(conf)] if conf else [])
-        settings = {"port": port, "dir": str(data_dir), "bind": "127.0.0.1", "daemonize": "no", **overrides}
-        for k, v in settings.items():
-            argv += [f"--{k.replace('_', '-')}", str(v)]
-        proc = self.start(f"redis-{port}", argv)
-        r = RedisProc(proc, port, data_dir)
-        self.redis_urls.append(r.url)
-        wait_until(r.ping, 15, what=f"redis-server on port {port}")
-        return r
+        for attempt in range(5):
+            chosen = port or free_port()
+            where = data_dir or (self.tmp / f"redis-{chosen}")
+            where.mkdir(parents=True, exist_ok=True)
+            argv = ["redis-server"] + ([str(conf)] if conf else [])
+            settings = {"port": chosen, "dir": str(where), "bind": "127.0.0.1", "daemonize": "no", **overrides}
+            for k, v in settings.items():
+                argv += [f"--{k.replace('_', '-')}", str(v)]
+            proc = self.start(f"redis-{chosen}", argv)
+            r = RedisProc(proc, chosen, where)
+            self.redis_urls.append(r.url)
+            # Other test sessions start servers on free ports too: between free_port() and
+            # the bind, another may take the port, and a ping would reach *its* Redis.
+            wait_until(lambda: not proc.alive() or r.ping(), 15, what=f"redis-server on port {chosen}")
+            if proc.alive() and r.server_pid() == proc.pid:
+                return r
+            proc.stop()
+            if port:
+                break
+        raise AssertionError(f"could not start redis-server of our own (last port {chosen}):\n{proc.output()[-2000:]}")
 
     def strays(self) -> list[int]:
         """Running processes of this test: its mark, or the REDIS_URL of one of its
@@ -195,6 +203,13 @@ class RedisProc:
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2, **kw)
+
+    def server_pid(self) -> int:
+        c = self.client()
+        try:
+            return int(c.info("server")["process_id"])
+        finally:
+            c.close()
 
     def ping(self) -> bool:
         c = self.client()
