@@ -42,6 +42,34 @@ def test_compose_and_env_example_agree_with_settings():
     assert cmds["worker"][1:] == ["worker"]
 
 
+def test_operations_doc_explains_every_setting():
+    """docs/operations.md has a row for every setting of service/config.py and of the
+    gunicorn configuration, with the default the code uses."""
+    from dataclasses import fields
+
+    from service.config import Settings
+
+    source = (ROOT / "service" / "config.py").read_text()
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([A-Z_]+)` \| ([^|]+) \|", doc, flags=re.M)}
+    names = set(re.findall(r'"((?:CROWDQC_|REDIS_URL)[A-Z_]*)"', source))
+    gunicorn = set(re.findall(r'"(CROWDQC_[A-Z_]+)"', (ROOT / "service" / "gunicorn_conf.py").read_text()))
+    assert names and gunicorn
+    assert not (names | gunicorn) - set(rows), f"not in docs/operations.md: {sorted((names | gunicorn) - set(rows))}"
+    # Each env name maps to a field (from_env's `field=...(env, "NAME"...` lines); its
+    # default must be the one documented.
+    defaults = Settings()
+    for field in fields(Settings):
+        m = re.search(rf'{field.name}=[^\n]*"((?:CROWDQC_|REDIS_URL)[A-Z_]*)"', source)
+        assert m, field.name
+        value = getattr(defaults, field.name)
+        if value is None:
+            assert rows[m.group(1)].strip() == "none", m.group(1)
+            continue
+        shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
+        assert f"`{shown}`" in rows[m.group(1)], (m.group(1), shown, rows[m.group(1)])
+
+
 @pytest.mark.slow
 def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
     redis = processes.redis()  # deploy/redis.conf: appendonly, noeviction
