@@ -338,6 +338,17 @@ def test_no_secret_appears_in_the_logs(app, client, world, all_logs, run_jobs):
 
     # A working session: keys created and revoked, labels, an import, jobs (one that
     # fails), reads, and refusals of every kind.
+    if "webhooks.Webhooks" in app.view_functions:
+        # An outbound subscription whose receiver refuses connections: its deliveries fail
+        # (and are logged) in the jobs below, with its signing secret at hand.
+        from procs import free_port
+
+        sub = client.post(f"/v1/projects/{A}/webhooks", headers=writer, json={
+            "url": f"http://127.0.0.1:{free_port()}/hook", "events": ["aggregation.finished", "task.consensus_changed"]})
+        assert sub.status_code == 201, sub.get_data(as_text=True)
+        found = _secret_values(sub.get_json(), set())
+        assert found, sub.get_json()
+        secrets_seen |= found
     made = client.post(f"/v1/projects/{A}/keys", json={"role": "reader"}, headers=admin)
     secrets_seen |= _secret_values(made.get_json(), set())
     client.delete(f"/v1/projects/{A}/keys/{made.get_json()['id']}", headers=admin)
