@@ -111,12 +111,15 @@ def project_reader(project_id, **_):
 # /metrics checks its own token (CROWDQC_METRICS_TOKEN) when one is set: a scraper never
 # holds project keys.
 PUBLIC_PREFIXES = ("health.", "api-docs.", "metrics")
+# Endpoints that check their own credentials: Label Studio's webhook sends a per-project
+# secret, not a bearer key (service/api/integrations.py).
+SELF_AUTHENTICATING = ("integrations.LabelStudioWebhook",)
 
 
 def authenticate_request():
     """before_request hook: every endpoint but health checks and the API docs needs a token."""
     endpoint = request.endpoint
-    if endpoint is None or endpoint.startswith(PUBLIC_PREFIXES) or endpoint == "static":
+    if endpoint is None or endpoint.startswith(PUBLIC_PREFIXES) or endpoint == "static" or endpoint in SELF_AUTHENTICATING:
         return None
     authenticate()
     return None

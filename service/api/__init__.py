@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register_blueprints(api) -> None:
-    from . import aggregations, exports, health, imports, labels, projects, results, webhooks
+    from . import aggregations, exports, health, imports, integrations, labels, projects, results, webhooks
 
-    for module in (health, projects, labels, aggregations, results, imports, exports, webhooks):
+    for module in (health, projects, labels, aggregations, results, imports, exports, webhooks, integrations):
         api.register_blueprint(module.blp)

@@ -80,12 +80,12 @@ class ChoicePicker:
             raise FormatError(name, line, f"{where}: the choice must be a non-empty string, got {json.dumps(choice)[:40]}")
         return str(choice).strip()
 
-    def check_used(self, name: str, n_items: int) -> None:
-        """After the file: an explicit ``field`` that matched nothing is a typo, not an
-        empty project."""
+    def check_used(self, name: str, n_items: int, source: str = "the file") -> None:
+        """After the file (or one webhook event, ``source``): an explicit ``field`` that
+        matched nothing is a typo, not an empty project."""
         if not self.implicit and n_items == 0 and self.seen and self.field not in self.seen:
             names = ", ".join(repr(s) for s in self.seen)
-            raise FormatError(name, None, f"no choices result with from_name {self.field!r}; the file has {names}")
+            raise FormatError(name, None, f"no choices result with from_name {self.field!r}; {source} has {names}")
 
 
 def make_picker(field: str | None) -> ChoicePicker:
