@@ -68,7 +68,9 @@ class DawidSkene:
 
     Attributes
     ----------
-    probas_ : (n_tasks, K) posterior class probabilities from the last E-step
+    probas_ : (n_tasks, K) posterior class probabilities from the last E-step; exactly 0
+        for a declared class that no answer and no gold label names (see
+        :func:`silent_classes`: the data cannot identify such a class)
     labels_ : (n_tasks,) class codes (argmax of ``probas_``, ties by ``answers.tie_rank``)
     ties_ : (n_tasks,) whether the top posterior was shared by several classes
     priors_ : (K,) class priors after the last M-step
@@ -120,6 +122,7 @@ class DawidSkene:
                 f"memory grows linearly with the number of classes, or merge rare labels."
             )
         gold_rows, gold_labels = check_gold(gold, answers)
+        self._silent = silent_classes(answers, gold_labels)
 
         pair = answers.worker.astype(np.int64) * k + answers.label
         ones = np.ones(answers.n_answers)
@@ -140,15 +143,14 @@ class DawidSkene:
             given = self._m_step(a_t, post, used, n_workers, k)
         else:
             given = self._checked_init_confusion(n_workers, k).transpose(0, 2, 1)
-            priors = check_init_priors(self.init_priors, k, answers)
+            priors = without_silent(check_init_priors(self.init_priors, k, answers), self._silent)
 
         n_answers = answers.n_answers
         self.log_likelihood_ = []
         self.converged_ = False
         for iteration in range(1, self.max_iter + 1):
             log_t = np.log(np.maximum(given, LOG_FLOOR)).reshape(n_workers * k, k)
-            # crowd-kit clips priors at 1e-10 too (an emptied class stays reachable)
-            post, ll = e_step(a @ log_t, np.log(np.maximum(priors, CLIP)), gold_rows, gold_labels)
+            post, ll = e_step(a @ log_t, log_priors(priors, self._silent), gold_rows, gold_labels)
             del log_t
             priors = self._priors(post)
             given = self._m_step(a_t, post, used, n_workers, k)
@@ -167,7 +169,7 @@ class DawidSkene:
         return self
 
     def _priors(self, post: np.ndarray) -> np.ndarray:
-        return smoothed_priors(post.sum(axis=0), post.shape[0], self.prior_smoothing)
+        return without_silent(smoothed_priors(post.sum(axis=0), post.shape[0], self.prior_smoothing), self._silent)
 
     def _m_step(self, a_t, post, used, n_workers, k) -> np.ndarray:
         """Confusion in (worker, given label, true class) layout, normalised over labels."""
@@ -234,6 +236,36 @@ def vote_fractions(answers: Answers) -> np.ndarray:
     counts = np.bincount(cell, minlength=answers.n_tasks * k).reshape(answers.n_tasks, k).astype(float)
     counts /= counts.sum(axis=1, keepdims=True)  # every task has at least one answer
     return counts
+
+
+def silent_classes(answers: Answers, gold_labels: np.ndarray) -> np.ndarray:
+    """(K,) bool: declared classes that no answer and no gold label names.
+
+    Nothing in the data tells such a class apart from any other, so Dawid-Skene cannot
+    identify it: its confusion rows are pure smoothing (uniform), and a small prior lets
+    EM pour tasks into it (label switching: a spare latent class always raises the
+    likelihood).  Default smoothing turned single-answer tasks into 99.8% "a label nobody
+    gave".  These classes get prior and posterior 0 instead.
+    """
+    silent = answers.class_counts == 0
+    silent[gold_labels] = False
+    return silent
+
+
+def without_silent(priors: np.ndarray, silent: np.ndarray) -> np.ndarray:
+    if not silent.any():
+        return priors
+    priors = np.where(silent, 0.0, priors)
+    return priors / priors.sum()
+
+
+def log_priors(priors: np.ndarray, silent: np.ndarray) -> np.ndarray:
+    # crowd-kit clips priors at 1e-10 (an emptied class stays reachable); a silent class
+    # must stay unreachable, hence -inf (e_step's row maximum is always finite, since
+    # every task has an answer and so a class that is not silent)
+    out = np.log(np.maximum(priors, CLIP))
+    out[silent] = -np.inf
+    return out
 
 
 def smoothed_priors(class_mass: np.ndarray, n_tasks: int, pseudo: float) -> np.ndarray:

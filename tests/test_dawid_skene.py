@@ -261,3 +261,21 @@ def test_bad_parameters_are_refused():
         DawidSkene(init_confusion=np.ones((2, 1, 1))).fit(a)
     with pytest.raises(TypeError):
         DawidSkene().fit(a, callback=3)
+
+
+def test_a_declared_class_nobody_gave_never_absorbs_tasks():
+    # Found by tests/test_properties.py: t1 has one answer ("9" by w0), t2 one answer ("dog"
+    # by w1).  With "never" declared but unused, default smoothing used to let EM move both
+    # tasks into "never" at 0.998 (a spare latent class is free likelihood).  Nothing names
+    # that class, so it gets 0, and each lone answer is its task's consensus.
+    rows = [("t0", "w0", "dog"), ("t0", "w1", "9"), ("t1", "w0", "9"), ("t2", "w1", "dog")]
+    a = encode(*columns(rows), classes=["9", "dog", "never"])
+    for ds in (DawidSkene().fit(a), DawidSkene(smoothing=1, prior_smoothing=1).fit(a)):
+        assert_sane(ds, a)
+        assert ds.probas_[:, 2].tolist() == [0.0, 0.0, 0.0] and ds.priors_[2] == 0.0
+        got = consensus(ds, a)
+        assert (got["t1"], got["t2"]) == ("9", "dog")
+    # a gold label does name it: then it is a class like any other
+    gold = np.array([-1, 2, -1])
+    ds = DawidSkene().fit(a, gold=gold)
+    assert ds.labels_[1] == 2 and ds.priors_[2] > 0
