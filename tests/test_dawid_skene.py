@@ -1,6 +1,7 @@
 import math
 import tracemalloc
 from collections import defaultdict
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -45,6 +46,39 @@ def test_one_em_step_by_hand():
     assert ds.log_likelihood_ == pytest.approx([3 * math.log(1 / 3)], abs=1e-8)
     assert ds.n_iter_ == 1 and not ds.converged_
     assert ds.ties_.tolist() == [False, True, False]
+
+
+def test_one_em_step_by_hand_with_smoothing_moves_the_posteriors():
+    # t1: w1 a, w2 a; t2: w1 a, w2 b.  Add-one smoothing (confusion and priors), one iteration.
+    # Start (majority vote): t1 [1, 0], t2 [1/2, 1/2]; class mass a 3/2, b 1/2
+    #   priors = (mass + 1) / (2 tasks + 2) = [5/8, 3/8]
+    # M-step (soft counts + 1, rows normalised over the given label):
+    #   w1 true a: given a 1 + 1/2 + 1 = 5/2, given b 0 + 1 = 1      -> [5/7, 2/7]
+    #      true b: given a 1/2 + 1 = 3/2, given b 1                  -> [3/5, 2/5]
+    #   w2 true a: given a 1 + 1 = 2, given b 1/2 + 1 = 3/2          -> [4/7, 3/7]
+    #      true b: given a 0 (clipped to 1e-10) + 1, given b 3/2     -> [2/5, 3/5]
+    # E-step: t1 a: 5/8 * 5/7 * 4/7 = 25/98, b: 3/8 * 3/5 * 2/5 = 9/100
+    #           -> a = 2500/3382 = 1250/1691, b = 441/1691
+    #         t2 a: 5/8 * 5/7 * 3/7 = 75/392, b: 3/8 * 3/5 * 3/5 = 27/200
+    #           -> a = 1875/3198 = 625/1066, b = 441/1066
+    #   log-likelihood = log(25/98 + 9/100) + log(75/392 + 27/200) = log(3382/9800) + log(3198/9800)
+    # Then the M-step on those posteriors gives the reported priors and confusion:
+    #   priors = (mass + 1) / 4; w1 true c: given a = p1c + p2c + 1, given b = 1;
+    #   w2 true c: given a = p1c + 1, given b = p2c + 1 (c in a, b; the clip is 1e-10 only)
+    a1, b1 = Fraction(1250, 1691), Fraction(441, 1691)
+    a2, b2 = Fraction(625, 1066), Fraction(441, 1066)
+    answers = encode(["t1", "t1", "t2", "t2"], ["w1", "w2", "w1", "w2"], ["a", "a", "a", "b"])
+    ds = DawidSkene(max_iter=1, tol=0, smoothing=1, prior_smoothing=1).fit(answers)
+    assert np.allclose(ds.probas_, [[float(a1), float(b1)], [float(a2), float(b2)]], atol=1e-9)
+    assert ds.log_likelihood_ == pytest.approx([math.log(3382 / 9800) + math.log(3198 / 9800)], abs=1e-9)
+    assert np.allclose(ds.priors_, [float((a1 + a2 + 1) / 4), float((b1 + b2 + 1) / 4)], atol=1e-12)
+
+    def row(given_a, given_b):
+        return [float(given_a / (given_a + given_b)), float(given_b / (given_a + given_b))]
+
+    assert np.allclose(ds.confusion_[0], [row(a1 + a2 + 1, 1), row(b1 + b2 + 1, 1)], atol=1e-9)
+    assert np.allclose(ds.confusion_[1], [row(a1 + 1, a2 + 1), row(b1 + 1, b2 + 1)], atol=1e-9)
+    assert ds.labels_.tolist() == [0, 0] and not ds.ties_.any()
 
 
 def reference_ds(triples, classes, n_iter, smoothing, prior_smoothing, gold=None):
