@@ -139,12 +139,17 @@ class Progress:
 
 
 def run_aggregate(args) -> int:
-    from .analysis import analyse, check_params, Gold
+    from .analysis import METHODS, analyse, check_params, Gold, method_params
     from .readers import Columns, read_answers, read_gold
     from .report import write_summary, write_tables
 
     started = time.perf_counter()
     params = {}
+    for option, name in (("--max-iter", "max_iter"), ("--tol", "tol")):
+        # name the option the user typed, not the engine's parameter list
+        if getattr(args, name) is not None and name not in method_params(args.method):
+            em = ", ".join(m for m in METHODS if name in method_params(m))
+            raise UsageError(f"{option} applies to iterative methods only ({em}), not --method {args.method}")
     if args.max_iter is not None:
         params["max_iter"] = args.max_iter
     if args.tol is not None:

@@ -386,6 +386,15 @@ def test_bad_option_value_is_one_line_too(tmp_path, monkeypatch, capsys):
     assert "max_iter" in message and ">= 1" in message
 
 
+@pytest.mark.parametrize("option", [["--max-iter", "7"], ["--tol", "0"]])
+def test_iteration_options_on_a_method_without_iterations(option, tmp_path, monkeypatch, capsys):
+    (tmp_path / "a.csv").write_bytes(GOOD)
+    args = ["a.csv", "--method", "majority_vote", *option, "--out", "out"]
+    message = assert_one_error_line(in_process(args, tmp_path, monkeypatch, capsys), tmp_path)
+    # the option as typed, and where it does apply
+    assert option[0] in message and "majority_vote" in message and "dawid_skene" in message
+
+
 def test_labels_outside_classes_are_all_listed(script_runs):
     proc, cwd = script_runs["classes"]
     message = assert_one_error_line(proc, cwd)
