@@ -18,6 +18,7 @@ pin them.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -56,17 +57,19 @@ EDGE_CASES = [
 ]
 
 
-REVERSED = {"order": list(range(MAX_ROWS))[::-1], "task_perm": [5, 4, 3, 2, 1, 0], "perm": [4, 3, 2, 1, 0]}
+# every permutation argument of the tests, reversed, for the explicit examples
+REVERSED = {
+    "order": list(range(MAX_ROWS))[::-1],
+    "task_perm": [5, 4, 3, 2, 1, 0],
+    "worker_perm": [4, 3, 2, 1, 0],
+    "perm": [4, 3, 2, 1, 0],
+}
 
 
 def with_edge_cases(fn):
-    """The edge cases as explicit examples, with every permutation argument reversed."""
-    import inspect
-
-    wanted = [n for n in inspect.signature(fn).parameters if n in REVERSED or n == "worker_perm"]
+    wanted = [n for n in inspect.signature(fn).parameters if n in REVERSED]
     for case in EDGE_CASES:
-        extra = {n: REVERSED.get(n, [4, 3, 2, 1, 0]) for n in wanted}
-        fn = example(case=case, **extra)(fn)
+        fn = example(case=case, **{n: REVERSED[n] for n in wanted})(fn)
     return fn
 
 
