@@ -29,6 +29,20 @@ input files:
   GOLD (optional) has the columns task, label; it measures accuracy and worker gold
   accuracy, and is never shown to the model unless --gold-mode clamp is given.
 
+labeling tools' exports (--preset, the same rules as the service's imports):
+  label_studio  Label Studio JSON export: task 'id' (or --task-key data.<key>), worker
+                'completed_by', label the 'choices' result of one tag (--field is its
+                from_name; needed when the export has several); skipped annotations
+                (was_cancelled) are not answers; ground_truth annotations are gold.
+  toloka        Toloka results TSV: the INPUT:* columns identify the task (or
+                --task-key INPUT:<name>), OUTPUT:<field> is the label, ASSIGNMENT:worker_id
+                the worker, GOLDEN:<field> gold; rejected assignments are left out unless
+                --include-rejected.
+  mturk         Mechanical Turk batch results CSV: HITId (or --task-key Input.<name>),
+                WorkerId, Answer.<field> (or a key of Answer.taskAnswers); rejected
+                assignments are left out unless --include-rejected.
+  Gold found in the export is used like a GOLD file; --gold replaces it.
+
 duplicates:
   A worker answering one task several times: 'latest' (default) keeps the last row,
   'first' the first, 'all' counts every row as a separate vote.
@@ -54,6 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from .analysis import METHODS
+    from .formats import PRESETS
     from .readers import FORMATS
 
     parser = _Parser(prog="crowdqc", description="Quality control for crowd-sourced labels.")
@@ -68,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=AGGREGATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    agg.add_argument("answers", metavar="ANSWERS", help="answers file (.csv, .tsv, .jsonl, .ndjson; optionally .gz)")
+    agg.add_argument("answers", metavar="ANSWERS",
+                     help="answers file (.csv, .tsv, .jsonl, .ndjson; optionally .gz), or a tool's export with --preset")
     agg.add_argument("--gold", metavar="GOLD", help="gold labels file (task, label) to measure accuracy against")
     agg.add_argument("--method", default="dawid_skene", choices=list(METHODS),
                      help="consensus method (default: %(default)s)")
@@ -86,11 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "and declared labels nobody gave still get a probability")
     agg.add_argument("--format", choices=FORMATS, help="format of ANSWERS (default: from the extension)")
     agg.add_argument("--gold-format", choices=FORMATS, help="format of GOLD (default: from the extension)")
-    agg.add_argument("--task-column", default="task", metavar="NAME", help="task id column (default: %(default)s)")
-    agg.add_argument("--worker-column", default="worker", metavar="NAME", help="worker id column (default: %(default)s)")
-    agg.add_argument("--label-column", default="label", metavar="NAME", help="label column (default: %(default)s)")
+    # None rather than "task" etc. so that a column option given with --preset is refused
+    agg.add_argument("--task-column", metavar="NAME", help="task id column (default: task)")
+    agg.add_argument("--worker-column", metavar="NAME", help="worker id column (default: worker)")
+    agg.add_argument("--label-column", metavar="NAME", help="label column (default: label)")
     agg.add_argument("--gold-task-column", metavar="NAME", help="task column of GOLD (default: --task-column)")
     agg.add_argument("--gold-label-column", metavar="NAME", help="label column of GOLD (default: --label-column)")
+    agg.add_argument("--preset", choices=list(PRESETS), help="ANSWERS is this labeling tool's native export (see below)")
+    agg.add_argument("--field", metavar="NAME", help="with --preset: which label to read (Label Studio from_name, "
+                     "Toloka OUTPUT:<field>, MTurk Answer.<field>); needed when the export has several")
+    agg.add_argument("--task-key", metavar="KEY", help="with --preset: what identifies a task (Label Studio "
+                     "data.<key>, Toloka INPUT:<name>, MTurk Input.<name>; default: the tool's task id)")
+    agg.add_argument("--include-rejected", action="store_true",
+                     help="with --preset toloka or mturk: keep answers of rejected assignments")
     agg.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     agg.set_defaults(run=run_aggregate)
 
@@ -140,6 +164,7 @@ class Progress:
 
 def run_aggregate(args) -> int:
     from .analysis import METHODS, analyse, check_params, Gold, method_params
+    from .preset_files import read_preset
     from .readers import Columns, read_answers, read_gold
     from .report import write_summary, write_tables
 
@@ -166,19 +191,34 @@ def run_aggregate(args) -> int:
         if not all(classes):
             raise UsageError(f"--classes: empty label in {args.classes!r}")
 
+    check_input_options(args)
+
     progress = Progress(enabled=not args.quiet)
     progress({"stage": "read"})
     t0 = time.perf_counter()
-    columns = Columns(args.task_column, args.worker_column, args.label_column)
-    answers, warnings = read_answers(args.answers, args.format, columns, classes, args.duplicates)
+    task_column = args.task_column or "task"
+    export_gold = None
+    if args.preset:
+        answers, export_gold, warnings = read_preset(
+            args.answers, args.preset, field=args.field, task_key=args.task_key,
+            include_rejected=args.include_rejected, classes=classes, duplicates=args.duplicates,
+        )
+    else:
+        columns = Columns(task_column, args.worker_column or "worker", args.label_column or "label")
+        answers, warnings = read_answers(args.answers, args.format, columns, classes, args.duplicates)
     gold = None
     if args.gold:
         codes, n_given, n_unanswered, gold_warnings = read_gold(
             args.gold, answers, args.gold_format,
-            args.gold_task_column or args.task_column, args.gold_label_column or args.label_column,
+            args.gold_task_column or task_column, args.gold_label_column or args.label_column or "label",
         )
         gold = Gold(codes, n_given, n_unanswered)
         warnings += gold_warnings
+        if export_gold is not None:
+            warnings.append(f"{args.answers}: the export's gold labels ({len(export_gold[0])} tasks) are not used: "
+                            f"--gold {args.gold} replaces them")
+    elif export_gold is not None:
+        gold = Gold.from_labels(answers, export_gold)
     t_read = time.perf_counter() - t0
 
     analysis = analyse(answers, args.method, params, gold=gold, progress=progress)
@@ -189,7 +229,9 @@ def run_aggregate(args) -> int:
     t0 = time.perf_counter()
     paths = write_tables(analysis, args.out)
     summary = analysis.summary()
-    summary["inputs"] = {"answers": str(args.answers), "gold": None if args.gold is None else str(args.gold)}
+    summary["inputs"] = {"answers": str(args.answers), "preset": args.preset,
+                         "gold": None if args.gold is None else str(args.gold),
+                         "gold_from_export": export_gold is not None and args.gold is None}
     timings = {"read": t_read, **analysis.timings, "write": time.perf_counter() - t0}
     timings["total"] = time.perf_counter() - started
     summary["timings"] = {k: round(float(v), 6) for k, v in timings.items()}
@@ -199,9 +241,29 @@ def run_aggregate(args) -> int:
     return EXIT_OK
 
 
+def check_input_options(args) -> None:
+    """Options that only make sense with, or without, ``--preset``."""
+    if args.preset:
+        plain = (("--format", args.format), ("--task-column", args.task_column),
+                 ("--worker-column", args.worker_column), ("--label-column", args.label_column))
+        for option, value in plain:
+            if value is not None:
+                raise UsageError(f"{option} does not apply with --preset {args.preset} (use --field/--task-key)")
+        if args.include_rejected and args.preset == "label_studio":
+            raise UsageError("--include-rejected applies to --preset toloka or mturk (Label Studio has no rejection)")
+    else:
+        for option, value in (("--field", args.field), ("--task-key", args.task_key),
+                              ("--include-rejected", args.include_rejected or None)):
+            if value is not None:
+                raise UsageError(f"{option} applies with --preset only (for CSV/TSV/JSON Lines use "
+                                 "--task-column/--worker-column/--label-column)")
+
+
 def human_summary(summary: dict, out_dir) -> str:
     c = summary["counts"]
-    lines = [f"crowdqc aggregate: {summary['method']} on {summary['inputs']['answers']}"]
+    preset = summary["inputs"].get("preset")
+    lines = [f"crowdqc aggregate: {summary['method']} on {summary['inputs']['answers']}"
+             + (f" ({preset} export)" if preset else "")]
     rows = f" from {c['rows']} rows" if c["rows"] != c["answers"] else ""
     lines.append(f"  {c['answers']} answers{rows}, {c['tasks']} tasks, {c['workers']} workers, {c['classes']} classes")
     if summary.get("iterations") is not None:

@@ -1,0 +1,67 @@
+"""A labeling tool's native export, read for ``crowdqc aggregate --preset``.
+
+The parsing is the import API's (``service.formats``), so a file means the same thing
+offline and in the service; this module only applies the command line's rules on top:
+declared classes (``--classes``), gold labels that must be among the answers' classes, and
+the duplicate policy, each error naming its file and line.
+"""
+
+from __future__ import annotations
+
+from aggregation import encode
+from aggregation.encoding import normalize_label
+
+from .formats import Answer, FormatError, parse
+
+# Counts of parsed items that are not left out.
+_KEPT = ("answers", "gold", "tasks")
+
+
+def read_preset(path, preset: str, *, field=None, task_key=None, include_rejected=False, classes=None,
+                duplicates: str = "latest"):
+    """``(answers, gold, warnings)``: gold is a ``(tasks, labels)`` pair, or None when the
+    file has none.  Raises :class:`FormatError`."""
+    name = str(path)
+    declared = None if classes is None else {normalize_label(c) for c in classes}
+    tasks, workers, labels = [], [], []
+    gold: dict[str, tuple[str, int]] = {}
+    stats: dict = {}
+    with _open(path, name) as stream:
+        for item in parse(preset, stream, name, field=field, task_key=task_key,
+                          include_rejected=include_rejected, stats=stats):
+            label = normalize_label(item.label)
+            if isinstance(item, Answer):
+                if declared is not None and label not in declared:
+                    raise FormatError(name, item.line, f"label {item.label!r} is not one of the declared classes "
+                                      f"({', '.join(sorted(declared))})")
+                tasks.append(item.task)
+                workers.append(item.worker)
+                labels.append(label)
+                continue
+            before = gold.get(item.task)
+            if before is not None and before[0] != label:
+                raise FormatError(name, item.line, f"task {item.task!r} has two gold labels: {before[0]!r} and {label!r}")
+            gold.setdefault(item.task, (label, item.line))
+    left_out = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in stats.items() if k not in _KEPT and v)
+    if not tasks:
+        raise FormatError(name, None, "no answers in the file" + (f" (left out: {left_out})" if left_out else ""))
+    answers = encode(tasks, workers, labels, classes=classes, duplicates=duplicates)
+    known = set(answers.classes.tolist())
+    for task, (label, line) in gold.items():
+        if label not in known:
+            raise FormatError(name, line, f"gold label {label!r} of task {task!r} is not one of the answers' classes "
+                              f"({', '.join(sorted(known))})")
+    warnings = [f"{name}: left out {left_out}"] if left_out else []
+    pair = (list(gold), [g for g, _ in gold.values()]) if gold else None
+    return answers, pair, warnings
+
+
+def _open(path, name: str):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise FormatError(name, None, "no such file") from None
+    except IsADirectoryError:
+        raise FormatError(name, None, "is a directory, not a file") from None
+    except OSError as exc:
+        raise FormatError(name, None, f"cannot read: {exc.strerror or exc}") from None
