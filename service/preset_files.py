@@ -12,6 +12,7 @@ from aggregation import encode
 from aggregation.encoding import normalize_label
 
 from .formats import Answer, FormatError, parse
+from .readers import open_input
 
 # Counts of parsed items that are not left out.
 _KEPT = ("answers", "gold", "tasks")
@@ -20,13 +21,13 @@ _KEPT = ("answers", "gold", "tasks")
 def read_preset(path, preset: str, *, field=None, task_key=None, include_rejected=False, classes=None,
                 duplicates: str = "latest"):
     """``(answers, gold, warnings)``: gold is a ``(tasks, labels)`` pair, or None when the
-    file has none.  Raises :class:`FormatError`."""
+    file has none.  Raises :class:`FormatError` (or ``ReadError`` when the file cannot be opened)."""
     name = str(path)
     declared = None if classes is None else {normalize_label(c) for c in classes}
     tasks, workers, labels = [], [], []
     gold: dict[str, tuple[str, int]] = {}
     stats: dict = {}
-    with _open(path, name) as stream:
+    with open_input(path, name) as stream:
         for item in parse(preset, stream, name, field=field, task_key=task_key,
                           include_rejected=include_rejected, stats=stats):
             label = normalize_label(item.label)
@@ -54,14 +55,3 @@ def read_preset(path, preset: str, *, field=None, task_key=None, include_rejecte
     warnings = [f"{name}: left out {left_out}"] if left_out else []
     pair = (list(gold), [g for g, _ in gold.values()]) if gold else None
     return answers, pair, warnings
-
-
-def _open(path, name: str):
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise FormatError(name, None, "no such file") from None
-    except IsADirectoryError:
-        raise FormatError(name, None, "is a directory, not a file") from None
-    except OSError as exc:
-        raise FormatError(name, None, f"cannot read: {exc.strerror or exc}") from None

@@ -178,16 +178,24 @@ def read_table(path, wanted: list[str], fmt: str | None = None) -> Table:
 # ---------------------------------------------------------------------------- loading
 
 
-def _load(path, name: str) -> bytes:
+def open_input(path, name: str):
+    """``open(path, "rb")`` with the reasons it fails as one-line :class:`ReadError`."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise ReadError(name, None, "no such file") from None
     except IsADirectoryError:
         raise ReadError(name, None, "is a directory, not a file") from None
     except OSError as exc:
         raise ReadError(name, None, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _load(path, name: str) -> bytes:
+    with open_input(path, name) as f:
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise ReadError(name, None, f"cannot read: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
