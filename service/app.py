@@ -136,6 +136,9 @@ def _check_body():
         json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # a few kilobytes of "[[[[..." exhaust the parser's stack: hostile, not a bug of ours
+        raise errors.ApiError(400, "the body is nested too deeply to be processed") from None
     return None
 
 

@@ -91,6 +91,23 @@ def test_malformed_json_is_400(client, project, raw):
     assert "not valid JSON" in err(r, 400)["message"]
 
 
+@pytest.mark.parametrize("depth", [900, 1000, 5000, 100_000])
+def test_deeply_nested_json_is_400_on_every_json_route(client, project, depth):
+    """A few kilobytes of brackets overflow a recursive parser: a 400, never a 500, on
+    routes with a project key, with the admin token and with a webhook's own secret."""
+    p = project()
+    body = b'{"labels": ' + b"[" * depth + b"]" * depth + b"}"
+    routes = [("/v1/projects/p1/labels", p["writer"]), ("/v1/projects", {}),
+              ("/v1/projects/p1/integrations/label-studio/webhook", {})]
+    for url, headers in routes:
+        r = client.post(url, data=body, headers={**headers, "Content-Type": "application/json"})
+        assert r.status_code in (400, 401, 422), (url, r.status_code, r.get_data(as_text=True)[:200])
+        assert r.get_json()["error"]["status"] == r.status_code
+    r = client.post("/v1/projects/p1/labels", data=body, headers={**p["writer"], "Content-Type": "application/json"})
+    if depth >= 1000:
+        assert "nested too deeply" in err(r, 400)["message"]
+
+
 def test_wrong_content_type_is_415(client, project):
     p = project()
     r = client.post("/v1/projects/p1/labels", data="t,w,a", headers={**p["writer"], "Content-Type": "text/csv"})

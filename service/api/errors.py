@@ -122,6 +122,10 @@ def handle_unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
         return handle_http_exception(exc)
     original = getattr(exc, "original_exception", None) or exc
+    if isinstance(original, RecursionError):
+        # a body that passed the early JSON check by a few levels and overflowed in a
+        # deeper parse (webargs, marshmallow): still the client's document, not our bug
+        return error_response(400, "the body is nested too deeply to be processed")
     if _is_redis_down(original):
         log.error("redis unavailable: %s", original)
         return error_response(503, "the data store (Redis) is unavailable; try again shortly", headers={"Retry-After": "5"})
