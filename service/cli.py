@@ -273,8 +273,13 @@ def human_summary(summary: dict, out_dir) -> str:
         lines.append(f"  EM: {summary['iterations']} iterations, {state}{ll_text}")
     acc = summary.get("accuracy")
     if acc is not None:
-        if acc["method"] is None:
+        if not acc["gold_tasks_used"]:
             lines.append(f"  accuracy vs gold: no gold task was answered ({acc['gold_tasks_given']} gold tasks)")
+        elif acc["method"] is None:  # clamped: the model saw the gold labels
+            lines.append(
+                f"  accuracy vs gold ({acc['gold_tasks_used']} tasks): majority vote {acc['majority_vote']:.4f}; "
+                f"{summary['method']} not measured (gold clamped; use --gold-mode evaluate to measure it)"
+            )
         else:
             lines.append(
                 f"  accuracy vs gold ({acc['gold_tasks_used']} tasks): {summary['method']} {acc['method']:.4f}, "

@@ -110,6 +110,8 @@ def runs(tmp_path_factory):
     for method in METHODS:
         jobs[method] = ([BLUEBIRDS / "answers.csv", "--gold", BLUEBIRDS / "gold.csv", "--method", method,
                          "--out", tmp / method], tmp)
+    jobs["clamp"] = ([BLUEBIRDS / "answers.csv", "--gold", BLUEBIRDS / "gold.csv", "--gold-mode", "clamp",
+                      "--out", tmp / "clamp"], tmp)
     jobs["weather"] = ([WEATHER / "answers.csv", "--gold", WEATHER / "gold.csv", "--out", tmp / "weather"], tmp)
     for policy in ("first", "latest", "all"):
         jobs[f"dup-{policy}"] = (["dup.csv", "--method", "majority_vote", "--duplicates", policy,
@@ -200,6 +202,19 @@ def test_every_method_on_bluebirds_with_gold(runs, method):
     assert all(isinstance(timings[k], (int, float)) and timings[k] >= 0 for k in ("read", "fit", "write"))
     proc, _ = runs[method]
     assert "accuracy" in proc.stdout and str(out) in proc.stdout  # the human summary
+
+
+def test_clamped_gold_is_not_reported_as_accuracy(runs):
+    out = ok(runs, "clamp")
+    acc = summary_of(out)["accuracy"]
+    assert (acc["gold_tasks_used"], acc["method"]) == (108, None) and "clamped" in acc["method_note"]
+    consensus = read_csv(out / "consensus.csv")[1]
+    # majority vote never sees gold, so its figure is the README's
+    assert acc["majority_vote"] == pytest.approx(BLUEBIRDS_MV, abs=5e-5)
+    assert accuracy(consensus, BLUEBIRDS / "gold.csv", "mv_label")[0] == pytest.approx(BLUEBIRDS_MV, abs=5e-5)
+    line = next(x for x in runs["clamp"][0].stdout.splitlines() if "accuracy vs gold" in x)
+    assert line.strip() == ("accuracy vs gold (108 tasks): majority vote 0.7593; dawid_skene not measured "
+                            "(gold clamped; use --gold-mode evaluate to measure it)")
 
 
 def test_duplicates_in_a_real_data_set(runs):
