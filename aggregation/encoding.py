@@ -19,7 +19,7 @@ Rules (the same for the command line, the API and every method):
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -346,10 +346,10 @@ def encode_gold(answers: Answers, tasks, labels) -> tuple[np.ndarray, int]:
     gold = np.full(answers.n_tasks, -1, dtype=np.int32)
     if task_arr.size == 0:
         return gold, 0
-    codes = answers.class_index(label_arr)
     tasks_idx = answers.task_index(task_arr, missing=-1)
     known = tasks_idx >= 0
-    t, c = tasks_idx[known], codes[known]
+    # labels of unanswered tasks are not checked: project-wide gold files score a batch
+    t, c = tasks_idx[known], answers.class_index(label_arr[known])
     order = np.lexsort((c, t))
     t, c = t[order], c[order]
     clash = (t[1:] == t[:-1]) & (c[1:] != c[:-1])
@@ -357,4 +357,24 @@ def encode_gold(answers: Answers, tasks, labels) -> tuple[np.ndarray, int]:
         bad = np.unique(answers.task_names[t[1:][clash]])
         raise AnswersError(f"gold gives more than one label for task {_preview(bad)}")
     gold[t] = c
-    return gold, int((~known).sum())
+    return gold, int(np.unique(task_arr[~known]).size)
+
+
+def add_classes(answers: Answers, labels) -> Answers:
+    """``answers`` with the (normalised) ``labels`` it lacks added to its class set.
+
+    For gold labels no worker gave: the known answer is still the truth, and a consensus
+    that misses it must count as wrong rather than the gold being refused.  Sorted class
+    sets stay sorted (codes stay canonical); a declared order keeps its classes first.
+    """
+    names = np.unique(np.asarray([normalize_label(v) for v in labels], dtype=object))
+    new = names[~np.isin(names, answers.classes)] if names.size else names
+    if new.size == 0:
+        return answers
+    if _is_sorted(answers.classes):
+        classes = np.union1d(answers.classes, new).astype(object)
+        remap = np.searchsorted(classes, answers.classes).astype(np.int32)
+    else:
+        classes = np.concatenate([answers.classes, new]).astype(object)
+        remap = np.arange(answers.n_classes, dtype=np.int32)
+    return replace(answers, label=remap[answers.label], classes=classes)

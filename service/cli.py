@@ -208,9 +208,10 @@ def run_aggregate(args) -> int:
         answers, warnings = read_answers(args.answers, args.format, columns, classes, args.duplicates)
     gold = None
     if args.gold:
-        codes, n_given, n_unanswered, gold_warnings = read_gold(
+        answers, codes, n_given, n_unanswered, gold_warnings = read_gold(
             args.gold, answers, args.gold_format,
             args.gold_task_column or task_column, args.gold_label_column or args.label_column or "label",
+            closed=classes is not None,
         )
         gold = Gold(codes, n_given, n_unanswered)
         warnings += gold_warnings

@@ -42,6 +42,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from aggregation import AnswersError, encode_gold, from_codes
+from aggregation.encoding import add_classes
 from aggregation.encoding import normalize_label
 
 FORMATS = ("csv", "tsv", "jsonl")
@@ -129,25 +130,42 @@ def read_answers(path, fmt=None, columns: Columns = Columns(), classes=None, dup
     return answers, table.warnings() + list(answers.warnings)
 
 
-def read_gold(path, answers, fmt=None, task_column: str = "task", label_column: str = "label"):
-    """Read a gold file against ``answers``: returns ``(codes, n_given, n_unanswered, warnings)``.
+def read_gold(path, answers, fmt=None, task_column: str = "task", label_column: str = "label", closed: bool = True):
+    """Read a gold file against ``answers``: returns ``(answers, codes, n_given, n_unanswered, warnings)``.
 
-    ``codes`` is the ``(n_tasks,)`` array of class codes, -1 where unknown.  A gold label
-    outside the answers' classes, or two labels for one task, is a :class:`ReadError`.
+    ``codes`` is the ``(n_tasks,)`` array of class codes, -1 where unknown.  Two labels for
+    one task is a :class:`ReadError`; so is, with ``closed`` (a declared class set), a gold
+    label outside the classes.  Otherwise gold labels no worker gave are added to the
+    classes of the returned ``answers``.  Gold of tasks nobody answered is not used.
     """
     wanted = [task_column, label_column]
-    table = read_table(path, wanted, fmt)
+    table = read_table(path, wanted, fmt, what="gold rows")
     tasks = table.uniques[task_column][table.codes[task_column]]
     labels = table.uniques[label_column][table.codes[label_column]]
+    warnings = table.warnings()
+    if not closed:
+        answers, added = with_gold_classes(answers, tasks, labels)
+        warnings += added
     try:
         codes, n_unanswered = encode_gold(answers, tasks, labels)
     except AnswersError as exc:
         raise _locate_gold_error(table, wanted, answers, exc) from None
     n_given = int(np.unique(table.codes[task_column]).size)
-    return codes, n_given, n_unanswered, table.warnings()
+    return answers, codes, n_given, n_unanswered, warnings
 
 
-def read_table(path, wanted: list[str], fmt: str | None = None) -> Table:
+def with_gold_classes(answers, tasks, labels):
+    """``answers`` whose classes also hold the gold labels of answered tasks, and a warning
+    naming the labels added (they can only ever be missed: no worker gave them)."""
+    answered = answers.task_index(tasks, missing=-1) >= 0
+    extended = add_classes(answers, np.asarray(labels, dtype=object)[answered])
+    if extended.n_classes == answers.n_classes:
+        return answers, []
+    added = sorted(set(extended.classes.tolist()) - set(answers.classes.tolist()))
+    return extended, [f"gold labels that no worker gave were added as classes: {', '.join(map(repr, added))}"]
+
+
+def read_table(path, wanted: list[str], fmt: str | None = None, what: str = "answer rows") -> Table:
     """Read and factorise the ``wanted`` columns of one file (fast path, Python on trouble)."""
     name = str(path)
     fmt = detect_format(path, fmt)
@@ -163,15 +181,15 @@ def read_table(path, wanted: list[str], fmt: str | None = None) -> Table:
         if _NON_EMPTY_LINE.search(data, body_start) is None:
             # Never hand pyarrow a header-only file: its threaded reader can leave a task
             # behind that aborts the interpreter at exit (apache/arrow#38676).
-            raise ReadError(name, header_line + 1, "no answer rows after the header (need at least one row)")
+            raise ReadError(name, header_line + 1, f"no {what} after the header (need at least one row)")
         table = _arrow_csv(data, name, fmt, header, wanted)
     if table is None:
         # Either a real error (the Python reader raises it with its line) or a valid file
         # the fast path cannot express, such as a JSON column mixing integers and strings.
         table = _python_table(data, name, fmt, wanted)
     if table.n_rows == 0:
-        raise ReadError(name, 2, "no answer rows after the header (need at least one row)"
-                        if fmt != "jsonl" else "no rows")
+        raise ReadError(name, 2, f"no {what} after the header (need at least one row)"
+                        if fmt != "jsonl" else f"no {what}")
     return table
 
 

@@ -217,6 +217,35 @@ def test_clamped_gold_is_not_reported_as_accuracy(runs):
                             "(gold clamped; use --gold-mode evaluate to measure it)")
 
 
+def test_gold_labels_nobody_gave_count_as_misses(tmp_path, capsys):
+    from service.cli import main
+
+    (tmp_path / "a.csv").write_text("task,worker,label\nt1,w1,a\nt1,w2,a\nt2,w1,b\nt2,w2,b\nt3,w1,a\nt3,w2,b\n")
+    # t2's truth is c, which no worker gave; t9 has no answers (its label is not checked)
+    (tmp_path / "gold.csv").write_text("task,label\nt1,a\nt2,c\nt9,zzz\n")
+    args = ["aggregate", str(tmp_path / "a.csv"), "--gold", str(tmp_path / "gold.csv"), "--method", "majority_vote", "-q"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    s = summary_of(tmp_path / "o")
+    assert s["classes"] == ["a", "b", "c"]
+    acc = s["accuracy"]
+    assert (acc["gold_tasks_given"], acc["gold_tasks_used"], acc["gold_tasks_not_answered"]) == (3, 2, 1)
+    assert acc["majority_vote"] == acc["method"] == 0.5  # t1 right, t2 wrong
+    assert "gold labels that no worker gave were added as classes: 'c'" in s["warnings"]
+    # a declared class set is closed: the same gold is an error naming the line
+    assert main([*args, "--classes", "a,b", "--out", str(tmp_path / "o2")]) == 2
+    assert "gold.csv, line 3: gold label 'c' is not one of the answers' classes (a, b)" in capsys.readouterr().err
+
+
+def test_header_only_gold_file_says_so(tmp_path, capsys):
+    from service.cli import main
+
+    (tmp_path / "a.csv").write_text("task,worker,label\nt1,w1,a\n")
+    (tmp_path / "gold.csv").write_text("task,label\n")
+    assert main(["aggregate", str(tmp_path / "a.csv"), "--gold", str(tmp_path / "gold.csv"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "gold.csv, line 2: no gold rows after the header" in capsys.readouterr().err
+
+
 def test_duplicates_in_a_real_data_set(runs):
     rows = read_rows(WEATHER / "answers.csv")
     repeats = len(rows) - len({(t, w) for t, w, _ in rows})
@@ -322,7 +351,8 @@ BAD = {
     "non-UTF-8 extra column": ("a.csv", b"task,worker,label,note\nt1,w1,a,ok\nt2,w1,b,caf\xe9\n", [], "a.csv", 3, ["UTF-8"]),
     "missing file": ("absent.csv", None, [], "absent.csv", None, ["no such file"]),
     "gold with unknown column": ("a.csv", GOOD, ["--gold", "gold.csv"], "gold.csv", 1, ["missing column", "'task'"]),
-    "gold label outside the classes": ("a.csv", GOOD, ["--gold", "gold2.csv"], "gold2.csv", 3, ["'z'"]),
+    "gold label outside the declared classes": ("a.csv", GOOD, ["--gold", "gold2.csv", "--classes", "a,b"], "gold2.csv", 3,
+                                                ["'z'"]),
     "missing gold file": ("a.csv", GOOD, ["--gold", "nogold.csv"], "nogold.csv", None, ["no such file"]),
 }
 # through the real script too: the ones that hit pyarrow, the Python reader, a missing file

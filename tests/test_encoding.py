@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from aggregation import AnswersError, decode, encode, encode_gold
+from aggregation.encoding import add_classes
 
 from cases import columns, load_case
 
@@ -108,6 +109,24 @@ def test_gold_codes_unknown_tasks_and_conflicts():
         encode_gold(a, ["t1"], ["zzz"])
     with pytest.raises(AnswersError, match="more than one label for task \\['t1'\\]"):
         encode_gold(a, ["t1", "t1"], ["a", "b"])
+
+
+def test_gold_of_unanswered_tasks_is_counted_not_checked():
+    a = encode(["t1", "t2"], ["w1", "w1"], ["a", "b"])
+    # t9 and t8 nobody answered: their labels (even one outside the classes) cannot be used
+    gold, unanswered = encode_gold(a, ["t9", "t1", "t8", "t9"], ["zzz", "b", "a", "zzz"])
+    assert list(gold) == [1, -1] and unanswered == 2
+
+
+def test_add_classes_keeps_codes_canonical_and_declared_order_first():
+    a = encode(["t1", "t2", "t3"], ["w1", "w1", "w2"], ["b", "d", "b"])
+    wider = add_classes(a, ["c", " a", "b"])
+    assert wider.classes.tolist() == ["a", "b", "c", "d"]
+    assert decode(wider.label, wider.classes).tolist() == ["b", "d", "b"]
+    assert add_classes(a, ["b"]) is a
+    declared = encode(["t1"], ["w1"], ["y"], classes=["y", "x"])
+    wider = add_classes(declared, ["a"])
+    assert wider.classes.tolist() == ["y", "x", "a"] and wider.label.tolist() == [0]
 
 
 def test_tie_rank_prefers_the_most_common_class_then_the_name():
