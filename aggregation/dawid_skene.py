@@ -112,15 +112,8 @@ class DawidSkene:
         """
         answers = check_answers(answers)
         check_em_params(self.max_iter, self.tol, self.smoothing, self.prior_smoothing, callback)
+        self.check_size(answers)
         n_workers, k = answers.n_workers, answers.n_classes
-        cells = n_workers * k * k
-        if cells > self.max_confusion_cells:
-            raise ValueError(
-                f"Dawid-Skene keeps a dense {k} x {k} confusion matrix per worker: {k} classes and "
-                f"{n_workers} workers need {cells:,} cells, over max_confusion_cells="
-                f"{self.max_confusion_cells:,}. Use one_coin_dawid_skene (OneCoinDawidSkene), whose "
-                f"memory grows linearly with the number of classes, or merge rare labels."
-            )
         gold_rows, gold_labels = check_gold(gold, answers)
         self._silent = silent_classes(answers, gold_labels)
 
@@ -167,6 +160,18 @@ class DawidSkene:
         self.confusion_ = np.ascontiguousarray(given.transpose(0, 2, 1))
         self.labels_, self.ties_ = argmax_with_ties(post, answers.tie_rank)
         return self
+
+    def check_size(self, answers: Answers) -> None:
+        """Refuse, before any work, an input whose confusion matrices would not fit."""
+        n_workers, k = answers.n_workers, answers.n_classes
+        cells = n_workers * k * k
+        if cells > self.max_confusion_cells:
+            raise ValueError(
+                f"Dawid-Skene keeps a dense {k} x {k} confusion matrix per worker: {k} classes and "
+                f"{n_workers} workers need {cells:,} cells, over max_confusion_cells="
+                f"{self.max_confusion_cells:,}. Use one_coin_dawid_skene (OneCoinDawidSkene), whose "
+                f"memory grows linearly with the number of classes, or merge rare labels."
+            )
 
     def _priors(self, post: np.ndarray) -> np.ndarray:
         return without_silent(smoothed_priors(post.sum(axis=0), post.shape[0], self.prior_smoothing), self._silent)

@@ -52,6 +52,11 @@ except ImportError:  # pragma: no cover
 _NOT_PUBLIC = {"weights", "init_confusion", "init_priors", "init_skills", "init_alphas", "init_betas"}
 GOLD_MODES = ("evaluate", "clamp")
 
+# Posteriors, vote counts and shares are dense (tasks x classes) arrays, several alive at
+# once: 100 million cells is 800 MB each.  Past it, free-text-like labels (one class per
+# task) would exhaust memory, so the input is refused up front with the way out.
+MAX_POSTERIOR_CELLS = 100_000_000
+
 # Above this many classes a consensus row lists only the probabilities that matter.
 MAX_LISTED_CLASSES = 50
 MIN_LISTED_PROBABILITY = 1e-4
@@ -315,6 +320,7 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
         gold_mode = "evaluate"  # nothing to clamp: the method ignores gold when fitting
     if gold_mode == "clamp" and gold is not None:
         fit_args["gold"] = gold.codes
+    check_size(answers, model)
     mv = stage("majority_vote", lambda: MajorityVote().fit(answers))
     if method == "majority_vote":
         model = mv
@@ -345,6 +351,20 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
     if gold is not None and gold.n_unanswered:
         warnings.append(f"{gold.n_unanswered} gold tasks have no answers and were not used")
     return Analysis(answers, method, effective, model, mv, reliability, disagreements, agreement, gold, gold_mode, timings, warnings)
+
+
+def check_size(answers, model) -> None:
+    """Refuse inputs too large for the dense per-task arrays, or for ``model``, before any fit."""
+    cells = answers.n_tasks * answers.n_classes
+    if cells > MAX_POSTERIOR_CELLS:
+        raise ValueError(
+            f"{answers.n_tasks:,} tasks x {answers.n_classes:,} classes = {cells:,} posterior cells, over the "
+            f"limit of {MAX_POSTERIOR_CELLS:,}: labels this varied look like free text or ids; merge rare "
+            f"labels, or split the tasks into several projects"
+        )
+    precheck = getattr(model, "check_size", None)
+    if precheck is not None:
+        precheck(answers)
 
 
 def _finite_or_none(value):

@@ -446,3 +446,28 @@ def test_labels_outside_classes_are_all_listed(script_runs):
     assert "a.csv, line 3:" in message  # the first undeclared label
     assert "'c'" in message and "'d'" in message
     assert "'a'" not in message and "'b'" not in message  # declared labels are not offenders
+
+
+@pytest.mark.parametrize("method, cells_limit, message", [
+    ("dawid_skene", None, "3000 classes and 50 workers need 450,000,000 cells"),
+    ("one_coin_dawid_skene", 1_000_000, "3,000 tasks x 3,000 classes = 9,000,000 posterior cells"),
+])
+def test_inputs_too_big_for_the_model_are_refused_before_any_fit(tmp_path, monkeypatch, capsys, method, cells_limit, message):
+    """The many-classes case (one label per task): refused up front, not after a majority
+    vote over a dense tasks x classes table."""
+    import service.analysis as analysis
+    from cases import load_case
+    from service.cli import main
+
+    case = load_case("many-classes-dense-confusion")
+    with open(tmp_path / "a.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("task", "worker", "label"), *case["answers"]])
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a model was fitted")
+
+    monkeypatch.setattr(analysis.MajorityVote, "fit", no_fit)
+    if cells_limit:
+        monkeypatch.setattr(analysis, "MAX_POSTERIOR_CELLS", cells_limit)
+    assert main(["aggregate", str(tmp_path / "a.csv"), "--method", method, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
