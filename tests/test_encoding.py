@@ -168,3 +168,17 @@ def test_pre_coded_names_nobody_used_are_dropped():
     assert list(a.worker_names) == ["wy"]
     assert list(a.classes) == ["z"]
     assert list(decode(a.task, a.task_names)) == ["tb", "tc"]
+
+
+def test_ids_differing_only_by_trailing_nul_stay_distinct(monkeypatch):
+    """Fixed-width numpy strings drop trailing NULs; the fast factorisation must not merge
+    't' and 't\\x00', and the object fallback (long values) must agree with it."""
+    import aggregation.encoding as enc
+
+    args = (["t\x00", "t", "t", "u"], ["w", "w", "w2", "w"], ["a", "b", "a", "a"])
+    fast = encode(*args)
+    monkeypatch.setattr(enc, "_FIXED_WIDTH_BUDGET", 0)
+    slow = encode(*args)
+    for a in (fast, slow):
+        assert a.task_names.tolist() == ["t", "t\x00", "u"]
+        assert decode(a.task, a.task_names).tolist() == ["t\x00", "t", "t", "u"]
