@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 
 from aggregation import DUPLICATE_POLICIES, AnswersError
@@ -135,13 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Stage and EM-iteration lines on stderr, only once the run is slow, and throttled."""
+    """Stage and EM-iteration lines on stderr, only once the run is slow, and throttled.
+
+    A stage that starts while the run is still quick is announced by a timer if it is
+    still going when the run turns slow: a long read shows up while it reads, not after.
+    """
 
     def __init__(self, stream=None, enabled: bool = True, after: float = PROGRESS_AFTER, every: float = PROGRESS_EVERY):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled, self.after, self.every = enabled, after, every
         self.start = time.perf_counter()
         self.last = -float("inf")
+        self.stage = None
+        self.timer = None
+        self.lock = threading.Lock()
 
     def __call__(self, event: dict) -> None:
         if not self.enabled:
@@ -149,6 +157,14 @@ class Progress:
         now = time.perf_counter()
         elapsed = now - self.start
         is_iteration = "iteration" in event
+        if not is_iteration:
+            self._cancel()
+            self.stage = event["stage"]
+            if elapsed < self.after:
+                self.timer = threading.Timer(self.after - elapsed, self._late_stage, (self.stage,))
+                self.timer.daemon = True
+                self.timer.start()
+                return
         if elapsed < self.after or (is_iteration and now - self.last < self.every):
             return
         self.last = now
@@ -159,14 +175,33 @@ class Progress:
             text = f"fit: EM iteration {event['iteration']}{of}{ll_text}"
         else:
             text = f"{event['stage'].replace('_', ' ')}..."
+        self._print(elapsed, text)
+
+    def close(self) -> None:
+        """No stage line may follow the summary."""
+        self._cancel()
+        self.enabled = False
+
+    def _late_stage(self, stage) -> None:
+        with self.lock:
+            if self.enabled and stage == self.stage:
+                self.last = time.perf_counter()
+                self._print(self.last - self.start, f"{stage.replace('_', ' ')}...", locked=True)
+
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _print(self, elapsed: float, text: str, locked: bool = False) -> None:
+        if not locked:
+            with self.lock:
+                return self._print(elapsed, text, locked=True)
         print(f"crowdqc: [{elapsed:6.1f}s] {text}", file=self.stream, flush=True)
 
 
 def run_aggregate(args) -> int:
-    from .analysis import METHODS, analyse, check_params, Gold, method_params
-    from .preset_files import read_preset
-    from .readers import Columns, read_answers, read_gold
-    from .report import write_summary, write_tables
+    from .analysis import METHODS, check_params, method_params
 
     started = time.perf_counter()
     params = {}
@@ -194,6 +229,18 @@ def run_aggregate(args) -> int:
     check_input_options(args)
 
     progress = Progress(enabled=not args.quiet)
+    try:
+        return _aggregate(args, params, classes, progress, started)
+    finally:
+        progress.close()
+
+
+def _aggregate(args, params: dict, classes, progress: Progress, started: float) -> int:
+    from .analysis import Gold, analyse
+    from .preset_files import read_preset
+    from .readers import Columns, read_answers, read_gold
+    from .report import write_summary, write_tables
+
     progress({"stage": "read"})
     t0 = time.perf_counter()
     task_column = args.task_column or "task"

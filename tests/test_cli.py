@@ -471,3 +471,32 @@ def test_inputs_too_big_for_the_model_are_refused_before_any_fit(tmp_path, monke
         monkeypatch.setattr(analysis, "MAX_POSTERIOR_CELLS", cells_limit)
     assert main(["aggregate", str(tmp_path / "a.csv"), "--method", method, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_slow_stage_is_announced_while_it_runs():
+    """Progress lines start once the run is slow, from a timer: a stage begun while the
+    run was quick is announced during the stage, and nothing is printed after close()."""
+    import io
+    import time
+
+    from service.cli import Progress
+
+    out = io.StringIO()
+    progress = Progress(stream=out, after=0.2, every=0.05)
+    progress({"stage": "read"})
+    time.sleep(0.4)  # a read that turns slow
+    assert out.getvalue().endswith("] read...\n") and out.getvalue().count("\n") == 1
+    progress({"stage": "majority_vote"})  # the run is slow now: announced at once
+    assert out.getvalue().endswith("] majority vote...\n")
+    progress({"stage": "fit", "iteration": 1, "max_iter": 9, "log_likelihood": -13.0})  # throttled: too soon
+    assert out.getvalue().count("\n") == 2
+    time.sleep(0.06)
+    progress({"stage": "fit", "iteration": 1, "max_iter": 9, "log_likelihood": -12.5})
+    assert out.getvalue().endswith("] fit: EM iteration 1/9, log-likelihood -12.5\n")
+
+    quiet = io.StringIO()
+    progress = Progress(stream=quiet, after=0.2)
+    progress({"stage": "read"})
+    progress.close()
+    time.sleep(0.3)
+    assert quiet.getvalue() == ""
