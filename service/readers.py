@@ -46,6 +46,10 @@ from aggregation.encoding import add_classes
 from aggregation.encoding import normalize_label
 
 FORMATS = ("csv", "tsv", "jsonl")
+# The API refuses C0/C1 control characters in ids and labels (they break logs, exports
+# and terminals); files follow the same rule.  The second form is for pyarrow (RE2).
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_ARROW_CONTROL = r"[\x{0}-\x{1f}\x{7f}-\x{9f}]"
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _NON_BLANK = re.compile(rb"\S")
@@ -343,7 +347,7 @@ def _factorise(name, fmt, data, cols: dict, n_rows: int, n_int: int = 0) -> Tabl
         dictionary = enc.dictionary
         # Values that break a rule are rare: checking the distinct values only is cheap,
         # and any hit hands the file to the Python reader for a line number.
-        if len(dictionary) and pc.any(pc.match_substring_regex(dictionary, r"[\r\n]")).as_py():
+        if len(dictionary) and pc.any(pc.match_substring_regex(dictionary, _ARROW_CONTROL)).as_py():
             return None
         names = dictionary.to_numpy(zero_copy_only=False).astype(object)
         if i == len(cols) - 1:  # the label: empty once normalised?
@@ -448,8 +452,13 @@ def _check_values(values, wanted, name, line_no):
         if v == "":
             raise ReadError(name, line_no, f"empty {col!r} value")
     label = values[-1]
-    if any(ch in label for ch in "\r\n") or any(ch in v for v in values[:-1] for ch in "\r\n"):
-        raise ReadError(name, line_no, "line break inside a value")
+    for col, v in zip(wanted, values):
+        bad = CONTROL.search(v)
+        if bad is None:
+            continue
+        if bad.group() in "\r\n":
+            raise ReadError(name, line_no, "line break inside a value")
+        raise ReadError(name, line_no, f"control character U+{ord(bad.group()):04X} in the {col!r} value")
     if not normalize_label(label):
         raise ReadError(name, line_no, f"empty {wanted[-1]!r} value")
 

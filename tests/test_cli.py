@@ -353,6 +353,14 @@ BAD = {
     "gold with unknown column": ("a.csv", GOOD, ["--gold", "gold.csv"], "gold.csv", 1, ["missing column", "'task'"]),
     "gold label outside the declared classes": ("a.csv", GOOD, ["--gold", "gold2.csv", "--classes", "a,b"], "gold2.csv", 3,
                                                 ["'z'"]),
+    "tab inside a quoted label": ("a.csv", b'task,worker,label\nt1,w1,a\nt2,w1,"b\tx"\n', [], "a.csv", 3,
+                                  ["control character U+0009 in the 'label' value"]),
+    "control character in a worker id": ("a.csv", b"task,worker,label\nt1,w1,a\nt2,w\x01,b\n", [], "a.csv", 3,
+                                         ["control character U+0001 in the 'worker' value"]),
+    "escaped NUL in JSON": ("a.jsonl", b'{"task": "t1", "worker": "w", "label": "a\\u0000"}\n', [], "a.jsonl", 1,
+                            ["control character U+0000 in the 'label' value"]),
+    "C1 control in a task id": ("a.csv", "task,worker,label\nt\x85,w1,a\n".encode(), [], "a.csv", 2,
+                                ["control character U+0085 in the 'task' value"]),
     "missing gold file": ("a.csv", GOOD, ["--gold", "nogold.csv"], "nogold.csv", None, ["no such file"]),
 }
 # through the real script too: the ones that hit pyarrow, the Python reader, a missing file
@@ -500,3 +508,11 @@ def test_a_slow_stage_is_announced_while_it_runs():
     progress.close()
     time.sleep(0.3)
     assert quiet.getvalue() == ""
+
+
+def test_control_characters_in_ignored_columns_are_no_error(tmp_path):
+    from service.cli import main
+
+    (tmp_path / "a.csv").write_bytes(b"task,worker,label,note\nt1,w1,a,bell\x07here\nt1,w2,a,\n")
+    assert main(["aggregate", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o"), "-q"]) == 0
+    assert summary_of(tmp_path / "o")["counts"]["answers"] == 2
