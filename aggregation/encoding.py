@@ -13,7 +13,9 @@ Rules (the same for the command line, the API and every method):
   order of their names, so the codes - and every result - do not depend on input order.
 * Duplicate answers by one worker on one task follow ``duplicates``:
   ``latest`` (default) keeps the last one in input order, ``first`` the first one, and
-  ``all`` keeps every row as an independent vote.
+  ``all`` keeps every row as an independent vote (only for designs where a worker's
+  repeats are independent judgements: otherwise one worker's retried submissions outvote
+  everybody else, which is why it is never the default).
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ def from_codes(
             )
     elif n_conflicting:
         warnings.append(
-            f"{n_conflicting} (task, worker) pairs answered more than once, counted as separate votes (policy 'all')"
+            f"{n_conflicting} (task, worker) pairs answered more than once, counted as separate votes "
+            "(policy 'all'): one worker's repeats can outvote the others"
         )
 
     # Pre-coded input may carry names no row uses (e.g. a dictionary built over a larger

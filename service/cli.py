@@ -46,7 +46,8 @@ labeling tools' exports (--preset, the same rules as the service's imports):
 
 duplicates:
   A worker answering one task several times: 'latest' (default) keeps the last row,
-  'first' the first, 'all' counts every row as a separate vote.
+  'first' the first, 'all' counts every row as a separate vote (only when repeats are
+  independent judgements: retried submissions would let one worker outvote the rest).
 
 output (in --out DIR):
   consensus.csv      task,label,confidence,n_labels,tie,mv_label,p:<label>... (,gold)

@@ -96,6 +96,22 @@ def test_duplicate_case_counts_and_warning():
     assert a.warnings[0].startswith(case["expected"]["policy_B_keep_last"]["warnings"][0])
 
 
+def test_duplicate_case_under_all_is_the_opt_in_it_warns_about():
+    """'all' is for designs where one worker's repeats are independent judgements; on the
+    bug report's input it gives exactly what the case forbids for the default, so the
+    warning says so and the default never does it."""
+    from aggregation import MajorityVote
+
+    case = load_case("duplicate-worker-answers")
+    a = encode(*columns(case["answers"]), duplicates="all")
+    labels = dict(zip(a.task_names, decode(MajorityVote().fit(a).labels_, a.classes)))
+    assert labels["t1"] == "spam"  # w1's three copies outvote w2 and w3
+    assert a.warnings == ("2 (task, worker) pairs answered more than once, counted as separate votes "
+                          "(policy 'all'): one worker's repeats can outvote the others",)
+    default = encode(*columns(case["answers"]))
+    assert dict(zip(default.task_names, decode(MajorityVote().fit(default).labels_, default.classes)))["t1"] == "ham"
+
+
 def test_unknown_duplicate_policy():
     with pytest.raises(AnswersError, match="duplicates must be one of latest, first, all"):
         encode(["t"], ["w"], ["a"], duplicates="newest")
