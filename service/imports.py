@@ -7,8 +7,9 @@ share a disk) and imported by an RQ job in two passes over the staged bytes:
    a tool preset) and check every answer against the project (declared labels, id
    rules).  The first bad row fails the job with ``<file>, line N: <problem>`` and
    nothing is stored;
-2. store: the same stream again, in batches of ``max_batch`` answers through the atomic
-   ingestion script, then the gold labels.
+2. store: the same stream again, in batches of ``max_batch`` answers (with the gold
+   labels read so far) through the atomic ingestion script.  Label Studio annotation
+   ids are recorded as the webhook receiver records them.
 
 Both passes stream, so memory stays flat whatever the file size.  Pass 2 can only fail
 on an infrastructure error (Redis gone); running the import again then converges to the
@@ -255,48 +256,55 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
 
     # Pass 2: store.
     from .formats import label_studio
+    from .label_studio_events import record_annotations
 
     picker = label_studio.make_picker(options.get("field")) if options.get("preset") == "label_studio" else None
     stream = StagedStream(store.r, key)
     totals = {"accepted": 0, "duplicates": 0, "replaced": 0}
     batch: list = []
     gold: dict[str, int] = {}
-    refs: dict[str, str] = {}
+    # Label Studio annotations of this batch, so that its later webhook events (which
+    # carry only ids) find what the import stored.
+    ann_answers: dict[str, tuple] = {}
+    ann_gold: dict[str, tuple] = {}
+    ls_tasks: dict[str, str] = {}
     rev = None
     stored = 0
 
     def flush():
         nonlocal rev, stored
-        if not batch:
-            return
-        t, w, lab = zip(*((b[1], b[2], b[3]) for b in batch))
-        out = store.ingest(project, list(t), list(w), list(lab), [""] * len(batch))
-        for k in totals:
-            totals[k] += out[k]
-        rev = out["revision"]
-        stored += len(batch)
-        if refs:
-            store.r.hset(store.pkey(project, "lsa"), mapping=refs)
-            refs.clear()
-        batch.clear()
+        if batch:
+            t, w, lab = zip(*((b[1], b[2], b[3]) for b in batch))
+            out = store.ingest(project, list(t), list(w), list(lab), [""] * len(batch))
+            for k in totals:
+                totals[k] += out[k]
+            rev = out["revision"]
+            stored += len(batch)
+            batch.clear()
+        if gold:
+            rev = store.set_gold(project, list(gold), list(gold.values()))["revision"]
+            gold.clear()
+        if ann_answers or ann_gold or ls_tasks:
+            record_annotations(store, project, ann_answers, ann_gold, ls_tasks)
+            for pending in (ann_answers, ann_gold, ls_tasks):
+                pending.clear()
         progress("storing", stream.bytes_read, stored)
 
     for item in items(stream, options, None, picker):
         row = check(item)
         if row[0] == "a":
             batch.append(row)
-            if row[4] is not None and picker is not None:
-                refs[row[4]] = f"{row[1]}\0{row[2]}"
-            if len(batch) >= conf.max_batch:
-                flush()
+            if item.ref is not None:
+                ann_answers[item.ref] = (row[1], row[2])
         else:
             gold[row[1]] = row[2]
-            if len(gold) >= conf.max_batch:
-                rev = store.set_gold(project, list(gold), list(gold.values()))["revision"]
-                gold.clear()
+            if item.ref is not None:
+                ann_gold[item.ref] = (row[1], row[2])
+        if item.tool_task is not None:
+            ls_tasks[item.tool_task] = row[1]
+        if len(batch) >= conf.max_batch or len(gold) >= conf.max_batch:
+            flush()
     flush()
-    if gold:
-        rev = store.set_gold(project, list(gold), list(gold.values()))["revision"]
     if picker is not None and picker.field:
         remember_label_studio_tags(store, project, picker.field, picker.to_name)
     skipped = {k: v for k, v in stats.items() if k not in ("answers", "gold", "tasks")}

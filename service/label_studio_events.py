@@ -9,12 +9,13 @@ Two halves:
   then writes.  A bad annotation rejects the whole event (:class:`EventRejected`) with
   nothing stored.
 
-Annotation ids are resolved through hashes written at ingestion (imports write ``lsa``
-too): ``lsa`` annotation id -> ``task\\0worker`` of its answer, ``lsg`` annotation id ->
-``task\\0label index`` of the gold label it set, and, when tasks are keyed by a data
-field, ``lst`` Label Studio task id -> task name.  Writes are not one transaction, but
-each is idempotent (same-pair replacement, removal of what is gone, HSET): an event
-interrupted by a crash is applied again from the start and converges.
+Annotation ids are resolved through hashes written at ingestion, by events and file
+imports alike (:func:`record_annotations`): ``lsa`` annotation id -> ``task\\0worker``
+of its answer, ``lsg`` annotation id -> ``task\\0label index`` of the gold label it set,
+and, when tasks are keyed by a data field, ``lst`` Label Studio task id -> task name.
+Writes are not one transaction, but each is idempotent (same-pair replacement, removal of
+what is gone, HSET): an event interrupted by a crash is applied again from the start and
+converges.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def check_envelope(body) -> tuple[str, str | None]:
         path = f"{key}[{i}]" if many else key
         if not isinstance(obj, dict):
             raise EnvelopeError(path, "must be an object")
-        if not _is_id(obj.get("id")):
+        if not ls.is_id(obj.get("id")):
             raise EnvelopeError(f"{path}.id", "must be a non-empty string or an integer")
     task = body.get("task")
     if task is not None and not isinstance(task, (dict, list)):
@@ -92,10 +93,6 @@ def _payload(body: dict, action: str) -> tuple[str, list | None]:
     if isinstance(value, dict) and key == "annotation":
         return key, [value]
     raise EnvelopeError(key, "must be an object or a list of objects" if key == "annotation" else "must be a list of objects")
-
-
-def _is_id(value) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip() != "")
 
 
 # -- applying ---------------------------------------------------------------------------------
@@ -202,21 +199,9 @@ def _upsert_annotations(proj: _Project, action: str, body: dict, name: str) -> d
     if gold_drops:
         out["gold_removed"] = drop_gold(proj.store, proj.pid, gold_drops)
 
-    p = proj.store.r.pipeline(transaction=True)
-    for aid in aids:
-        if aid in answers:
-            t, w, _ = answers[aid]
-            p.hset(proj.key("lsa"), aid, f"{t}\0{w}")
-        else:
-            p.hdel(proj.key("lsa"), aid)
-        if aid in gold:
-            t, code = gold[aid]
-            p.hset(proj.key("lsg"), aid, f"{t}\0{code}")
-        else:
-            p.hdel(proj.key("lsg"), aid)
-    if proj.keyed_by_data and ls_tasks:
-        p.hset(proj.key("lst"), mapping=ls_tasks)
-    p.execute()
+    record_annotations(proj.store, proj.pid, {aid: a[:2] for aid, a in answers.items()}, gold,
+                       ls_tasks if proj.keyed_by_data else {},
+                       [aid for aid in aids if aid not in answers and aid not in gold])
     if picker.field and not proj.field:
         # The first event fixes the tag, as the first import does: later events with
         # another tag are then errors, not a silent change of question.
@@ -225,6 +210,30 @@ def _upsert_annotations(proj: _Project, action: str, body: dict, name: str) -> d
     if left_out:
         out["left_out"] = left_out
     return out
+
+
+def record_annotations(store: Store, pid: str, answers: dict, gold: dict, ls_tasks: dict, forget=()) -> None:
+    """Remember what annotations stored, for the events that later name them only by id:
+    ``answers`` annotation id -> (task, worker), ``gold`` annotation id -> (task, label
+    index), ``ls_tasks`` Label Studio task id -> task name (only when tasks are named by a
+    data field); ids in ``forget`` now store nothing.  Events and file imports both write
+    through here, so an imported annotation is found exactly as one received by webhook."""
+    lsa, lsg = store.pkey(pid, "lsa"), store.pkey(pid, "lsg")
+    p = store.r.pipeline(transaction=True)
+    if answers:
+        p.hset(lsa, mapping={aid: f"{t}\0{w}" for aid, (t, w) in answers.items()})
+    if gold:
+        p.hset(lsg, mapping={aid: f"{t}\0{code}" for aid, (t, code) in gold.items()})
+    # An annotation is an answer or a gold label or nothing, never two of them.
+    not_answers = [*gold, *forget]
+    not_gold = [*answers, *forget]
+    if not_answers:
+        p.hdel(lsa, *not_answers)
+    if not_gold:
+        p.hdel(lsg, *not_gold)
+    if ls_tasks:
+        p.hset(store.pkey(pid, "lst"), mapping=ls_tasks)
+    p.execute()
 
 
 def _delete_annotations(proj: _Project, aids: list[str]) -> dict:
@@ -299,7 +308,7 @@ def _split_all(values) -> list[tuple[str, str] | None]:
 
 def _tasks_by_id(task) -> dict[str, dict]:
     items = task if isinstance(task, list) else [task] if isinstance(task, dict) else []
-    return {str(t["id"]): t for t in items if isinstance(t, dict) and _is_id(t.get("id"))}
+    return {str(t["id"]): t for t in items if isinstance(t, dict) and ls.is_id(t.get("id"))}
 
 
 def _task_of(proj: _Project, ann: dict, tasks: dict, name: str) -> tuple[str, str]:
@@ -307,7 +316,7 @@ def _task_of(proj: _Project, ann: dict, tasks: dict, name: str) -> tuple[str, st
     ref = ann.get("task")
     if isinstance(ref, dict):
         ref = ref.get("id")
-    if not _is_id(ref):
+    if not ls.is_id(ref):
         if len(tasks) != 1:
             raise FormatError(name, None, f"annotation {ann['id']}: no 'task' id")
         ref = next(iter(tasks))

@@ -315,3 +315,66 @@ def test_events_are_not_applied_twice_when_a_job_is_repeated(ls):
     ls["run"]()
     assert ls["answers"](1201) == [("7", "Positive")]
     assert ls["counts"]()["answers"] == 1
+
+
+# -- events about annotations that came in by a file import ---------------------------------------
+
+EXPORT = __import__("pathlib").Path(__file__).parent / "data" / "formats" / "label_studio_export.json"
+
+
+def import_export(client, pid, headers, run, query=""):
+    r = client.post(f"/v1/projects/{pid}/imports?preset=label_studio{query}", data=EXPORT.read_bytes(),
+                    headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 202, r.get_json()
+    run()
+    job = client.get(r.headers["Location"], headers=headers).get_json()["job"]
+    assert job["status"] == "finished", job
+
+
+def test_deleting_an_imported_ground_truth_annotation_removes_its_gold(ls, client):
+    import_export(client, "rev", ls["writer"], ls["run"])
+    # The export's only ground truth: annotation 1006 on task 103, Neutral.
+    assert ls["store"].snapshot("rev").gold == {"103": LABELS.index("Neutral")}
+    ls["send"](deleted(1006))
+    ls["run"]()
+    assert ls["store"].snapshot("rev").gold == {}
+    assert ls["counts"]()["gold"] == 0
+    assert ls["status"]()["recent"][0]["result"] == {"annotations": 1, "removed": 0, "gold_removed": 1, "unknown": 0}
+    # The crowd's answers on that task are not the annotation that was deleted.
+    assert ls["answers"](103) == [("9", "Neutral")]
+
+
+def test_unmarking_an_imported_ground_truth_turns_it_into_an_answer(ls, client):
+    import_export(client, "rev", ls["writer"], ls["run"])
+    ann = annotation(1006, 103, 1, "Neutral", ground_truth=False)
+    ls["send"](updated(ann))
+    ls["run"]()
+    assert ls["store"].snapshot("rev").gold == {}
+    assert ls["answers"](103) == [("1", "Neutral"), ("9", "Neutral")]
+    c = ls["counts"]()
+    assert (c["answers"], c["gold"]) == (6, 0)
+
+
+def test_tasks_deleted_after_an_import_keyed_by_a_data_field(client, project, run_jobs, app):
+    p = project("keyed2", labels=LABELS)
+    r = client.post(SETUP.format("keyed2"), json={"task_key": "data.review_id"}, headers=p["writer"])
+    h = {"X-Crowdqc-Webhook-Secret": r.get_json()["label_studio"]["secret"]}
+    import_export(client, "keyed2", p["writer"], run_jobs, "&task_key=data.review_id")
+    store = app.extensions["crowdqc_store"]
+    # Label Studio task 102 is review R-0002 (workers 7 and 12); 103 is R-0003 (worker 9, and
+    # the ground truth).
+    assert store.task_answers("keyed2", "R-0002") == [("12", 2), ("7", 1)]
+    assert store.snapshot("keyed2").gold == {"R-0003": 2}
+    for tid in (102, 103):
+        assert client.post(HOOK.format("keyed2"), json=tasks_deleted(tid), headers=h).status_code == 202
+    run_jobs()
+    assert store.task_answers("keyed2", "R-0002") == []
+    assert store.task_answers("keyed2", "R-0003") == []
+    assert store.snapshot("keyed2").gold == {}
+    view = client.get(f"/v1/projects/keyed2", headers=p["reader"]).get_json()["counts"]
+    assert (view["answers"], view["gold"]) == (2, 0)  # task 101's two answers stay
+    recent = client.get(SETUP.format("keyed2"), headers=p["reader"]).get_json()["label_studio"]["recent"]
+    assert [e["result"] for e in recent] == [
+        {"tasks": 1, "removed": 1, "gold_removed": 1, "unknown": 0},
+        {"tasks": 1, "removed": 2, "gold_removed": 0, "unknown": 0},
+    ]

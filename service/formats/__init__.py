@@ -41,12 +41,17 @@ class Answer(NamedTuple):
     line: int
     # The tool's id of this answer (Label Studio annotation id), when it has one.
     ref: str | None = None
+    # The tool's own id of the task when ``task`` is something else (Label Studio with
+    # task_key=data.<key>): later events from the tool name the task by this id.
+    tool_task: str | None = None
 
 
 class Gold(NamedTuple):
     task: str
     label: str
     line: int
+    ref: str | None = None
+    tool_task: str | None = None
 
 
 def binary_stream(stream):

@@ -92,6 +92,10 @@ def make_picker(field: str | None) -> ChoicePicker:
     return ChoicePicker(field)
 
 
+def is_id(value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip() != "")
+
+
 def worker_id(completed_by, where: str, name: str, line: int) -> str:
     value = completed_by
     if isinstance(value, dict):
@@ -115,8 +119,10 @@ def task_id(task: dict, task_key: str | None, where: str, name: str, line: int) 
     return str(value).strip()
 
 
-def annotation_items(task: str, ann, picker: ChoicePicker, where: str, name: str, line: int, stats=None):
-    """The Answer or Gold of one annotation (None when it is no answer)."""
+def annotation_items(task: str, ann, picker: ChoicePicker, where: str, name: str, line: int, stats=None,
+                     tool_task: str | None = None):
+    """The Answer or Gold of one annotation (None when it is no answer); ``tool_task`` is
+    Label Studio's id of the task when ``task`` is a data field."""
     if not isinstance(ann, dict):
         raise FormatError(name, line, f"{where}: an annotation must be an object")
     if ann.get("was_cancelled"):
@@ -130,10 +136,10 @@ def annotation_items(task: str, ann, picker: ChoicePicker, where: str, name: str
         return None
     if ann.get("ground_truth"):
         count(stats, "gold")
-        return Gold(task, label, line)
+        return Gold(task, label, line, ref, tool_task)
     worker = worker_id(ann.get("completed_by"), where, name, line)
     count(stats, "answers")
-    return Answer(task, worker, label, line, ref)
+    return Answer(task, worker, label, line, ref, tool_task)
 
 
 def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_rejected=False, stats=None, picker=None):
@@ -141,11 +147,14 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
     rejection); pass a ``picker`` to learn the tag names read (``picker.field``/``to_name``)."""
     picker = picker or make_picker(field)
     n_items = 0
+    by_data = task_key not in (None, "id")
     for n, (line, task) in enumerate(iter_json_values(binary_stream(stream), name), start=1):
         where = f"task #{n}"
         if not isinstance(task, dict):
             raise FormatError(name, line, f"{where}: expected a task object, got {type(task).__name__}")
         tid = task_id(task, task_key, where, name, line)
+        ls_id = task.get("id") if by_data else None
+        ls_id = str(ls_id).strip() if is_id(ls_id) else None
         where = f"task {tid}"
         anns = task.get("annotations")
         if anns is None:
@@ -157,7 +166,7 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
             raise FormatError(name, line, f"{where}: 'annotations' must be a list")
         count(stats, "tasks")
         for ann in anns:
-            item = annotation_items(tid, ann, picker, where, name, line, stats)
+            item = annotation_items(tid, ann, picker, where, name, line, stats, ls_id)
             if item is not None:
                 n_items += 1
                 yield item
