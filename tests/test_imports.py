@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,49 @@ def test_imports_are_not_bound_by_the_json_body_limit(make_app, admin):
     client.post("/v1/projects", json={"id": "big", "labels": ["a"]}, headers=admin)
     body = b"task,worker,label\n" + b"t,w,a\n" * 50
     assert client.post("/v1/projects/big/imports?format=csv", data=body, headers=admin).status_code == 202
+
+
+def _ls_annotation(aid, worker, choice, ground_truth=False):
+    return {"id": aid, "completed_by": worker, "was_cancelled": False, "ground_truth": ground_truth,
+            "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}]}
+
+
+def test_two_different_ground_truths_for_one_task_fail_the_import_naming_the_line(client, project, run_jobs):
+    p = project("gt", labels=["Positive", "Negative"])
+    doc = [
+        {"id": 1, "data": {"text": "a"}, "annotations": [_ls_annotation(11, 7, "Positive"),
+                                                         _ls_annotation(12, 1, "Positive", ground_truth=True)]},
+        {"id": 2, "data": {"text": "b"}, "annotations": [_ls_annotation(21, 7, "Negative"),
+                                                         _ls_annotation(22, 1, "Positive", ground_truth=True),
+                                                         _ls_annotation(23, 2, "Negative", ground_truth=True)]},
+    ]
+    text = json.dumps(doc, indent=2)
+    line = text.splitlines().index('    "id": 2,')  # 0-based index of the id line: the "{" is one up
+    resp = client.post("/v1/projects/gt/imports?preset=label_studio&name=export.json", data=text.encode(),
+                       headers={**p["writer"], "Content-Type": "application/json"})
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "failed", view
+    assert view["reason"] == (f"export.json, line {line}: task '2' has two gold labels: 'Positive' and 'Negative'; "
+                              "nothing was imported")
+    c = counts(client, p)
+    assert (c["answers"], c["gold"]) == (0, 0)
+    # The same ground truth twice is no conflict.
+    doc[1]["annotations"][2]["result"][0]["value"]["choices"] = ["Positive"]
+    resp = client.post("/v1/projects/gt/imports?preset=label_studio", data=json.dumps(doc).encode(), headers=p["writer"])
+    run_jobs()
+    assert job(client, p["reader"], resp)["status"] == "finished"
+    assert counts(client, p)["gold"] == 2
+
+
+def test_two_different_toloka_control_answers_fail_the_import(client, project, run_jobs):
+    p = project("tkg", labels=["cat", "dog"])
+    head = "INPUT:image\tOUTPUT:result\tGOLDEN:result\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
+    body = head + "a.jpg\tcat\tcat\tw1\tAPPROVED\nb.jpg\tdog\t\tw1\tAPPROVED\na.jpg\tdog\tdog\tw2\tAPPROVED\n"
+    resp = client.post("/v1/projects/tkg/imports?preset=toloka&name=pool.tsv", data=body.encode(), headers=p["writer"])
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "failed", view
+    assert view["reason"] == "pool.tsv, line 4: task 'a.jpg' has two control answers: 'cat' and 'dog'; nothing was imported"
+    c = counts(client, p)
+    assert (c["answers"], c["gold"]) == (0, 0)

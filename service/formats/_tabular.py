@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+from aggregation.encoding import normalize_label
+
 from . import FormatError, decoded_lines
 
 # A single field above this size is a broken file (an unclosed quote swallowing the rest),
@@ -78,3 +80,17 @@ def joined_key(names: list[str], values: list[str]) -> str:
 def count(stats: dict | None, key: str, n: int = 1) -> None:
     if stats is not None:
         stats[key] = stats.get(key, 0) + n
+
+
+def new_gold(seen: dict, task: str, label: str, name: str, line: int, what: str = "gold labels") -> bool:
+    """True the first time ``task`` has a gold label, False when it is the same label again.
+    Two different ones are an error naming the line: keeping either would be a guess about
+    the task's true answer, so the file must say which."""
+    key = normalize_label(label)
+    before = seen.get(task)
+    if before is None:
+        seen[task] = (key, label)
+        return True
+    if before[0] != key:
+        raise FormatError(name, line, f"task {task!r} has two {what}: {before[1]!r} and {label!r}")
+    return False

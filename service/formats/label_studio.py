@@ -18,7 +18,8 @@ Each task has ``id``, ``data`` and ``annotations``; each annotation ``id``,
 * ``was_cancelled`` (skipped) annotations are not answers.
 * ``ground_truth: true`` annotations become the task's gold label *instead of* an
   answer: they are the reference crowd answers are judged against, and counting them as
-  a vote too would inflate that worker's measured accuracy.
+  a vote too would inflate that worker's measured accuracy.  Two ground-truth
+  annotations of one task with different labels are an error naming the line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import codecs
 import json
 
 from . import Answer, FormatError, Gold, binary_stream
-from ._tabular import count
+from ._tabular import count, new_gold
 
 CHUNK = 1 << 16
 # One task larger than this is not a task: stop instead of buffering the whole file.
@@ -147,6 +148,7 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
     rejection); pass a ``picker`` to learn the tag names read (``picker.field``/``to_name``)."""
     picker = picker or make_picker(field)
     n_items = 0
+    gold_seen: dict = {}
     by_data = task_key not in (None, "id")
     for n, (line, task) in enumerate(iter_json_values(binary_stream(stream), name), start=1):
         where = f"task #{n}"
@@ -167,6 +169,10 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
         count(stats, "tasks")
         for ann in anns:
             item = annotation_items(tid, ann, picker, where, name, line, stats, ls_id)
+            if isinstance(item, Gold):
+                # Every ground-truth annotation is yielded (each has its own id to delete
+                # later), but they must agree.
+                new_gold(gold_seen, tid, item.label, name, line)
             if item is not None:
                 n_items += 1
                 yield item

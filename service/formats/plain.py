@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from . import Answer, FormatError, Gold, decoded_lines
-from ._tabular import count, require, rows
+from ._tabular import count, new_gold, require, rows
 
 PLAIN_FORMATS = ("csv", "tsv", "jsonl")
 
@@ -23,19 +23,14 @@ def parse(stream, name="<input>", *, fmt="csv", task_column="task", worker_colum
         raise FormatError(name, None, f"unknown format {fmt!r} (one of {', '.join(PLAIN_FORMATS)})")
     cols = (task_column, worker_column, label_column)
     records = _jsonl(stream, name, cols, gold_column) if fmt == "jsonl" else _delimited(stream, name, fmt, cols, gold_column)
-    gold_seen: dict[str, str] = {}
+    gold_seen: dict = {}
     for line, task, worker, label, gold in records:
         for col, v in ((task_column, task), (worker_column, worker), (label_column, label.strip())):
             if v == "":
                 raise FormatError(name, line, f"empty {col!r} value")
-        if gold:
-            before = gold_seen.get(task)
-            if before is None:
-                gold_seen[task] = gold
-                count(stats, "gold")
-                yield Gold(task, gold, line)
-            elif before != gold:
-                raise FormatError(name, line, f"task {task!r} already has a different gold label ({before!r})")
+        if gold and new_gold(gold_seen, task, gold, name, line):
+            count(stats, "gold")
+            yield Gold(task, gold, line)
         count(stats, "answers")
         yield Answer(task, worker, label.strip(), line)
 

@@ -21,7 +21,7 @@ answer), ``GOLDEN:<field>`` (the control answer, filled on control tasks),
 from __future__ import annotations
 
 from . import Answer, FormatError, Gold
-from ._tabular import count, joined_key, pick_field, require, rows
+from ._tabular import count, joined_key, new_gold, pick_field, require, rows
 
 WORKER = "ASSIGNMENT:worker_id"
 STATUS = "ASSIGNMENT:status"
@@ -45,7 +45,7 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
         col = task_key if task_key in header else "INPUT:" + task_key
         task_ix = [require(header, col, name)]
     task_names = [header[i][len("INPUT:"):] for i in task_ix]
-    gold_seen: dict[str, str] = {}
+    gold_seen: dict = {}
     for _, fields, line in it:
         status = fields[status_ix].strip().upper() if status_ix is not None else ""
         if status == "REJECTED" and not include_rejected:
@@ -66,13 +66,8 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
             raise FormatError(name, line, f"empty {header[label_ix]} on an assignment with status {status or 'unknown'}")
         if gold_ix is not None:
             g = fields[gold_ix].strip()
-            if g:
-                before = gold_seen.get(task)
-                if before is None:
-                    gold_seen[task] = g
-                    count(stats, "gold")
-                    yield Gold(task, g, line)
-                elif before != g:
-                    raise FormatError(name, line, f"task {task!r} has two control answers: {before!r} and {g!r}")
+            if g and new_gold(gold_seen, task, g, name, line, "control answers"):
+                count(stats, "gold")
+                yield Gold(task, g, line)
         count(stats, "answers")
         yield Answer(task, worker, label, line)
