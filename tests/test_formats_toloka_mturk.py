@@ -49,6 +49,25 @@ def test_toloka_include_rejected():
     assert [r[3] for r in rows(items)] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
+def test_toloka_statuses_of_a_download_taken_while_the_pool_runs():
+    # toloka-kit's assignment statuses: ACTIVE (still being done: no answer yet), SUBMITTED,
+    # APPROVED, REJECTED, SKIPPED, EXPIRED; older files say ACCEPTED for APPROVED.
+    head = "INPUT:image\tOUTPUT:result\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
+    body = head + "".join(f"img{i}\t{out}\tw{i}\t{status}\n" for i, (out, status) in enumerate([
+        ("cat", "APPROVED"), ("", "ACTIVE"), ("dog", "SUBMITTED"), ("dog", "ACCEPTED"), ("", "EXPIRED"),
+        ("", "active"), ("cat", "REJECTED"), ("", "SKIPPED"),
+    ]))
+    stats: dict = {}
+    items = read("toloka", body.encode(), stats=stats)
+    assert rows(items) == [("img0", "w0", "cat", 2), ("img2", "w2", "dog", 4), ("img3", "w3", "dog", 5)]
+    assert stats == {"answers": 3, "no_answer": 4, "rejected": 1}
+
+
+def test_toloka_fixture_uses_the_real_status_names():
+    statuses = [line.split("\t")[7] for line in (DATA / "toloka_results.tsv").read_text().splitlines()[1:]]
+    assert statuses == ["APPROVED"] * 3 + ["REJECTED"] * 3 + ["SUBMITTED"] * 3 + ["SKIPPED"]
+
+
 HEADER = "INPUT:text\tINPUT:lang\tOUTPUT:sentiment\tOUTPUT:toxic\tASSIGNMENT:worker_id\tASSIGNMENT:status\n"
 
 

@@ -10,9 +10,11 @@ answer), ``GOLDEN:<field>`` (the control answer, filled on control tasks),
   the same task); ``task_key`` names one column instead (``INPUT:url``, ``url`` or e.g.
   ``ASSIGNMENT:task_id``).
 * label: ``OUTPUT:<field>``; worker: ``ASSIGNMENT:worker_id``.
-* status: ``REJECTED`` rows are left out unless ``include_rejected``; rows without an
-  answer (``SKIPPED``, ``EXPIRED``) are always left out; other statuses (``SUBMITTED``,
-  ``ACCEPTED``, ``APPROVED``) and files without a status column are answers.
+* status (toloka-kit's assignment statuses): ``REJECTED`` rows are left out unless
+  ``include_rejected``; rows without an answer are always left out, counted as
+  ``no_answer``: ``SKIPPED``, ``EXPIRED`` and ``ACTIVE`` (still being done: a download
+  taken while the pool runs has them); other statuses (``SUBMITTED``, ``APPROVED``, and
+  ``ACCEPTED`` of older files) and files without a status column are answers.
 * gold: a non-empty ``GOLDEN:<field>`` gives the task's gold label (once per task; two
   different control answers for one task are an error).  The worker's answer on a control
   task is still an answer.
@@ -25,7 +27,7 @@ from ._tabular import count, joined_key, new_gold, pick_field, require, rows
 
 WORKER = "ASSIGNMENT:worker_id"
 STATUS = "ASSIGNMENT:status"
-NO_ANSWER = {"SKIPPED", "EXPIRED"}
+NO_ANSWER = {"SKIPPED", "EXPIRED", "ACTIVE"}
 
 
 def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_rejected=False, stats=None):
