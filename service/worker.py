@@ -27,23 +27,31 @@ def orphaned() -> bool:
     return _horse_parent is not None and os.getppid() != _horse_parent
 
 
-def _bind_to_parent(parent: int) -> None:
-    """In a freshly forked work horse: die with the worker that forked it."""
-    global _horse_parent
-    _horse_parent = parent
+def die_with_parent(parent: int, sig: int) -> None:
+    """In a freshly forked child of ``parent``: receive ``sig`` when the parent dies (Linux;
+    elsewhere nothing).  Used for work horses, the scheduler and the children of ``crowdqc
+    serve``: a process that outlives what supervises it keeps locks and burns a core for
+    nobody."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             PR_SET_PDEATHSIG = 1
-            # SIGKILL: the horse may be deep in numpy where no Python handler would run.
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - no usable libc
             pass
-    # The worker may have died between fork() and prctl(): PDEATHSIG would never fire.
+    # The parent may have died between fork() and prctl(): PDEATHSIG would never fire.
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _bind_to_parent(parent: int) -> None:
+    """In a freshly forked work horse: die with the worker that forked it."""
+    global _horse_parent
+    _horse_parent = parent
+    # SIGKILL: the horse may be deep in numpy where no Python handler would run.
+    die_with_parent(parent, signal.SIGKILL)
 
 
 class CrowdqcWorker(Worker):
@@ -58,6 +66,18 @@ class CrowdqcWorker(Worker):
     def main_work_horse(self, job, queue):
         _bind_to_parent(self._crowdqc_parent)
         return super().main_work_horse(job, queue)
+
+    def _start_scheduler(self, *args, **kwargs):
+        # RQ forks the scheduler with multiprocessing and never sets it up to die with the
+        # worker: a worker killed with SIGKILL left it running, holding the scheduler lock.
+        # multiprocessing runs after-fork hooks in its own children only (not in work
+        # horses, which RQ forks with os.fork).  SIGTERM: the scheduler then releases its
+        # lock, so another worker's scheduler takes over at once.
+        import multiprocessing.util
+
+        parent = os.getpid()
+        multiprocessing.util.register_after_fork(self, lambda _worker: die_with_parent(parent, signal.SIGTERM))
+        return super()._start_scheduler(*args, **kwargs)
 
 
 def redis_problem(url: str) -> str | None:

@@ -201,6 +201,28 @@ def test_worker_killed_mid_aggregation(processes):
     assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
 
 
+@pytest.mark.slow
+def test_scheduler_stops_with_its_worker_and_frees_the_lock(processes):
+    """RQ forks the scheduler from the worker; a worker killed with SIGKILL used to leave it
+    running for ever, holding the scheduler lock."""
+    redis = processes.redis(conf=None, save="", appendonly="no")
+    worker = processes.start("worker", [str(BIN / "crowdqc"), "worker"], env={**os.environ, "REDIS_URL": redis.url})
+    lock = "rq:scheduler-lock:crowdqc"
+    wait_until(lambda: redis.client().exists(lock), 20, 0.1, "the scheduler lock")
+    scheduler = wait_until(lambda: [p for p in pids_with_env([f"REDIS_URL={redis.url}"]) if (st := proc_stat(p)) and st[1] == worker.pid],
+                           10, 0.1, "the scheduler process")
+    assert len(scheduler) == 1
+    os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its group
+    worker.popen.wait(5)
+    try:
+        wait_until(lambda: proc_stat(scheduler[0]) is None, 10, 0.05, "the scheduler to stop with its worker")
+    finally:
+        kill_pids(scheduler)
+    # SIGTERM, not SIGKILL: it released the lock, so another worker's scheduler takes over
+    # at once instead of after the lock's 61 s expiry.
+    assert not redis.client().exists(lock)
+
+
 @pytest.mark.parametrize("where", ["during EM", "before publishing"])
 def test_orphaned_work_horse_fails_its_job_and_never_publishes(client, project, run_jobs, monkeypatch, where):
     """Where PDEATHSIG is unavailable, a horse whose worker died must still stop at its next
