@@ -111,7 +111,8 @@ class DawidSkene:
         after every iteration (iterations count from 1).
         """
         answers = check_answers(answers)
-        check_em_params(self.max_iter, self.tol, self.smoothing, self.prior_smoothing, callback)
+        self.validate_params()
+        check_callback(callback)
         self.check_size(answers)
         n_workers, k = answers.n_workers, answers.n_classes
         gold_rows, gold_labels = check_gold(gold, answers)
@@ -161,6 +162,11 @@ class DawidSkene:
         self.labels_, self.ties_ = argmax_with_ties(post, answers.tie_rank)
         return self
 
+    def validate_params(self) -> None:
+        """Check the hyperparameters alone (no data): ValueError naming the bad one."""
+        check_em_params(self.max_iter, self.tol, self.smoothing, self.prior_smoothing)
+        check_positive_int("max_confusion_cells", self.max_confusion_cells)
+
     def check_size(self, answers: Answers) -> None:
         """Refuse, before any work, an input whose confusion matrices would not fit."""
         n_workers, k = answers.n_workers, answers.n_classes
@@ -202,12 +208,19 @@ class DawidSkene:
 # ---------------------------------------------------------------- shared EM pieces
 
 
-def check_em_params(max_iter, tol, smoothing, prior_smoothing, callback) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+def check_em_params(max_iter, tol, smoothing, prior_smoothing) -> None:
+    check_positive_int("max_iter", max_iter)
     for name, value in (("tol", tol), ("smoothing", smoothing), ("prior_smoothing", prior_smoothing)):
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_callback(callback) -> None:
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable as callback(iteration, log_likelihood)")
 

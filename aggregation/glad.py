@@ -119,7 +119,8 @@ class GLAD:
         self.class_priors = class_priors
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self):
+    def validate_params(self) -> None:
+        """Check the hyperparameters alone (no data): ValueError naming the bad one."""
         for name in ("max_iter", "m_step_iter"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -253,7 +254,7 @@ class GLAD:
         (iterations count from 1).
         """
         answers = check_answers(answers)
-        self._check_params()
+        self.validate_params()
         gold = self._check_gold(gold, answers)
         fixed_priors = self._initial_priors(answers.n_classes)
         if callback is not None and not callable(callback):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import argmax_with_ties, check_answers
-from .dawid_skene import CLIP, LOG_FLOOR, check_em_params, check_gold, smoothed_priors
+from .dawid_skene import CLIP, LOG_FLOOR, check_callback, check_em_params, check_gold, smoothed_priors
 from .encoding import Answers
 
 
@@ -61,10 +61,15 @@ class OneCoinDawidSkene:
         self.init_skills = init_skills
         self.init_priors = init_priors
 
+    def validate_params(self) -> None:
+        """Check the hyperparameters alone (no data): ValueError naming the bad one."""
+        check_em_params(self.max_iter, self.tol, self.smoothing, self.prior_smoothing)
+
     def fit(self, answers: Answers, gold=None, callback=None) -> "OneCoinDawidSkene":
         """Fit by EM; ``gold`` and ``callback`` as in :meth:`DawidSkene.fit`."""
         answers = check_answers(answers)
-        check_em_params(self.max_iter, self.tol, self.smoothing, self.prior_smoothing, callback)
+        self.validate_params()
+        check_callback(callback)
         gold_rows, gold_labels = check_gold(gold, answers)
         cells = _Cells(answers, gold_rows, gold_labels)
         self._k = answers.n_classes

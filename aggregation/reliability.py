@@ -181,7 +181,21 @@ class WorkerReliability:
         self.min_row_mass = min_row_mass
         self.max_confusion_cells = max_confusion_cells
 
+    def validate_params(self) -> None:
+        """Check the thresholds alone (no data): ValueError naming the bad one."""
+        for name in ("spammer_threshold", "agreement_threshold", "gold_accuracy_threshold"):
+            value = getattr(self, name)
+            if not (0.0 <= value <= 1.0):  # NaN fails too
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        for name in ("min_answers", "max_confusion_cells"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not (np.isfinite(self.min_row_mass) and self.min_row_mass >= 0):
+            raise ValueError(f"min_row_mass must be finite and >= 0, got {self.min_row_mass!r}")
+
     def fit(self, answers: Answers, probas, labels, gold=None, confusion=None) -> "WorkerReliability":
+        self.validate_params()
         answers, probas, labels, gold = check_outputs(answers, probas, labels, gold)
         n_workers = answers.n_workers
         w, t, lab = answers.worker.astype(np.int64), answers.task.astype(np.int64), answers.label

@@ -62,15 +62,28 @@ MAX_LISTED_CLASSES = 50
 MIN_LISTED_PROBABILITY = 1e-4
 
 
-def method_params(method: str) -> dict:
-    """Public hyperparameters of ``method`` and their defaults."""
-    cls = _method_class(method)
+# Worker-flag thresholds: parameters of every aggregation, whatever the method.
+RELIABILITY_PARAMS = ("spammer_threshold", "agreement_threshold", "gold_accuracy_threshold", "min_answers")
+
+
+def _public_params(cls) -> dict:
     sig = inspect.signature(cls.__init__)
     return {
         name: p.default
         for name, p in sig.parameters.items()
         if name != "self" and name not in _NOT_PUBLIC and p.kind is p.POSITIONAL_OR_KEYWORD
     }
+
+
+def method_params(method: str) -> dict:
+    """Public hyperparameters of ``method`` and their defaults."""
+    return _public_params(_method_class(method))
+
+
+def reliability_params() -> dict:
+    """The worker-flag thresholds and their defaults (see WorkerReliability)."""
+    defaults = _public_params(WorkerReliability)
+    return {name: defaults[name] for name in RELIABILITY_PARAMS}
 
 
 def _method_class(method: str):
@@ -80,11 +93,10 @@ def _method_class(method: str):
 
 
 def check_params(method: str, params: dict | None) -> dict:
-    """Validated parameters: unknown names and non-numbers raise ValueError naming them.
-
-    Ranges (``max_iter >= 1``, ``tol >= 0``, ...) are the estimator's to check.
-    """
-    allowed = method_params(method)
+    """Validated parameters: unknown names, non-numbers and values out of range (the
+    estimators' own ``validate_params``) raise ValueError naming them, before any data
+    is read: a request is refused at once, not by a job that fails later."""
+    allowed = {**method_params(method), **reliability_params()}
     params = dict(params or {})
     for name, value in params.items():
         if name == "gold":  # how gold is used, for every method (see the module docstring)
@@ -107,7 +119,22 @@ def check_params(method: str, params: dict | None) -> dict:
             params[name] = float(value)
         if not math.isfinite(params[name]):
             raise ValueError(f"parameter {name!r} must be finite, got {value!r}")
+    model_params, flag_params = split_params(params)
+    model_params.pop("gold", None)
+    for estimator in (METHODS[method](**model_params), WorkerReliability(**flag_params)):
+        validate = getattr(estimator, "validate_params", None)
+        if validate is not None:
+            try:
+                validate()
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"parameter {exc}") from None
     return params
+
+
+def split_params(params: dict) -> tuple[dict, dict]:
+    """(the method's parameters, the worker-flag thresholds)."""
+    flags = {k: v for k, v in params.items() if k in RELIABILITY_PARAMS}
+    return {k: v for k, v in params.items() if k not in RELIABILITY_PARAMS}, flags
 
 
 @dataclass
@@ -291,7 +318,7 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
     Raises ValueError (AnswersError included) for bad parameters or gold.
     """
     cls = _method_class(method)
-    params = check_params(method, params)
+    params, flag_params = split_params(check_params(method, params))
     gold_mode = params.pop("gold", "evaluate")
     gold = _as_gold(answers, gold)
     timings: dict[str, float] = {}
@@ -305,7 +332,9 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
         return result
 
     model = cls(**params)
+    judge = WorkerReliability(**flag_params)
     effective = {name: getattr(model, name, default) for name, default in method_params(method).items()}
+    effective.update({name: getattr(judge, name) for name in RELIABILITY_PARAMS})
     fit_args = {}
     if "callback" in inspect.signature(cls.fit).parameters:
         max_iter = effective.get("max_iter")
@@ -333,7 +362,7 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
         confusion = None  # e.g. a method offering confusion() as a method, not an array
     reliability = stage(
         "reliability",
-        lambda: WorkerReliability().fit(answers, model.probas_, model.labels_, gold=gold_codes, confusion=confusion),
+        lambda: judge.fit(answers, model.probas_, model.labels_, gold=gold_codes, confusion=confusion),
     )
     disagreements = stage(
         "disagreements",

@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "data.<key>, Toloka INPUT:<name>, MTurk Input.<name>; default: the tool's task id)")
     agg.add_argument("--include-rejected", action="store_true",
                      help="with --preset toloka or mturk: keep answers of rejected assignments")
+    flags = agg.add_argument_group("worker flags (thresholds; the values used are in summary.json)")
+    flags.add_argument("--spammer-threshold", type=float, metavar="S",
+                       help="suspected_spammer below this Raykar-Yu spammer score (default 0.05)")
+    flags.add_argument("--agreement-threshold", type=float, metavar="A",
+                       help="low_agreement below this share of answers matching the consensus (default 0.5)")
+    flags.add_argument("--gold-accuracy-threshold", type=float, metavar="G",
+                       help="low_gold_accuracy when the 95%% Wilson upper bound is below this (default 0.6)")
+    flags.add_argument("--min-answers", type=int, metavar="N",
+                       help="answers a worker needs before the spammer and agreement flags apply (default 10)")
     agg.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     agg.set_defaults(run=run_aggregate)
 
@@ -202,7 +211,7 @@ class Progress:
 
 
 def run_aggregate(args) -> int:
-    from .analysis import METHODS, check_params, method_params
+    from .analysis import METHODS, RELIABILITY_PARAMS, check_params, method_params
 
     started = time.perf_counter()
     params = {}
@@ -217,9 +226,15 @@ def run_aggregate(args) -> int:
         params["tol"] = args.tol
     if args.gold_mode != "evaluate":
         params["gold"] = args.gold_mode
+    for name in RELIABILITY_PARAMS:
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
     try:
         params = check_params(args.method, params)
     except ValueError as exc:
+        for name in RELIABILITY_PARAMS:  # name the option, not the parameter
+            if f"parameter {name} " in str(exc) or f"parameter {name!r}" in str(exc):
+                raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
         raise UsageError(f"--method {args.method}: {exc}") from None
     classes = None
     if args.classes is not None:

@@ -62,9 +62,11 @@ def _no_control_chars(value: str) -> None:
 
 
 _PARAMS_DOC = (
-    "the method's hyperparameters (e.g. max_iter, tol, smoothing), and 'gold': 'clamp' "
+    "the method's hyperparameters (e.g. max_iter, tol, smoothing); 'gold': 'clamp' "
     "(default: gold tasks are fixed to their known label while fitting) or 'evaluate' "
-    "(gold only measures accuracy)"
+    "(gold only measures accuracy); and the worker-flag thresholds spammer_threshold (0.05), "
+    "agreement_threshold (0.5), gold_accuracy_threshold (0.6) and min_answers (10). Names, "
+    "types and ranges are checked at the request (422 naming the parameter)"
 )
 
 

@@ -516,3 +516,38 @@ def test_control_characters_in_ignored_columns_are_no_error(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"task,worker,label,note\nt1,w1,a,bell\x07here\nt1,w2,a,\n")
     assert main(["aggregate", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o"), "-q"]) == 0
     assert summary_of(tmp_path / "o")["counts"]["answers"] == 2
+
+
+def test_flag_thresholds_are_options_and_recorded(tmp_path):
+    """Spammer flags recomputed from each worker's confusion matrix in workers.csv: for a
+    binary worker the Raykar-Yu score is (sensitivity + specificity - 1)^2."""
+    from service.cli import main
+
+    out = tmp_path / "o"
+    assert main(["aggregate", str(BLUEBIRDS / "answers.csv"), "--spammer-threshold", "0.2", "--min-answers", "5",
+                 "--agreement-threshold", "0.7", "--out", str(out), "-q"]) == 0
+    params = summary_of(out)["params"]
+    assert (params["spammer_threshold"], params["min_answers"], params["agreement_threshold"],
+            params["gold_accuracy_threshold"]) == (0.2, 5, 0.7, 0.6)
+    n_spammers = 0
+    for row in read_csv(out / "workers.csv")[1]:
+        conf = json.loads(row["confusion"])
+        score = (conf["0"]["0"] + conf["1"]["1"] - 1) ** 2
+        assert float(row["spammer_score"]) == pytest.approx(score, abs=1e-9)
+        flagged = score < 0.2 and int(row["n_answers"]) >= 5
+        assert ("suspected_spammer" in row["flags"]) == flagged
+        assert ("low_agreement" in row["flags"]) == (float(row["agreement"]) < 0.7 and int(row["n_answers"]) >= 5)
+        n_spammers += flagged
+    assert summary_of(out)["counts"]["flagged_workers"]["suspected_spammer"] == n_spammers > 0
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--spammer-threshold", "1.5", "--spammer-threshold: parameter spammer_threshold must be between 0 and 1, got 1.5"),
+    ("--min-answers", "-1", "--min-answers: parameter min_answers must be an integer >= 0, got -1"),
+    ("--max-iter", "0", "--method dawid_skene: parameter max_iter must be an integer >= 1, got 0"),
+])
+def test_out_of_range_options_are_refused_before_reading(tmp_path, capsys, option, value, message):
+    from service.cli import main
+
+    assert main(["aggregate", str(tmp_path / "absent.csv"), option, value, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"crowdqc: error: {message}"

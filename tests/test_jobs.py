@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from rq.registry import ScheduledJobRegistry
 
 ANSWERS = [["t1", "w1", "a"], ["t1", "w2", "a"], ["t1", "w3", "b"], ["t2", "w1", "b"], ["t2", "w2", "b"], ["t2", "w3", "b"]]
@@ -117,6 +119,37 @@ def test_params_are_validated_before_enqueueing(client, project):
         resp = client.post("/v1/projects/p1/aggregations", json=body, headers=p["writer"])
         assert resp.status_code == 422, body
         assert resp.get_json()["error"]["details"]
+
+
+@pytest.mark.parametrize("params, path_message", [
+    ({"max_iter": -1}, "params: parameter max_iter must be an integer >= 1, got -1"),
+    ({"tol": -0.5}, "params: parameter tol must be finite and >= 0, got -0.5"),
+    ({"spammer_threshold": 3}, "params: parameter spammer_threshold must be between 0 and 1, got 3.0"),
+])
+def test_out_of_range_params_are_422_at_the_request_and_on_the_project(client, project, admin, redis_client, namespace,
+                                                                        params, path_message):
+    """Ranges are the estimators' own checks, run at the edge: a bad value never becomes
+    a job that fails later (nor, as a project setting, every automatic job)."""
+    p = project()
+    post_labels(client, p, ANSWERS)
+    resp = client.post("/v1/projects/p1/aggregations", json={"method": "dawid_skene", "params": params}, headers=p["writer"])
+    assert resp.status_code == 422
+    assert resp.get_json()["error"]["details"][0]["message"] == path_message
+    assert not list(redis_client.scan_iter(match=f"{namespace['key_prefix']}job:*"))  # nothing enqueued
+    resp = client.post("/v1/projects", json={"id": "p2", "labels": ["a", "b"],
+                                             "aggregation": {"method": "dawid_skene", "params": params}}, headers=admin)
+    assert resp.status_code == 422 and resp.get_json()["error"]["details"][0]["message"] == "aggregation." + path_message
+
+
+def test_flag_thresholds_are_aggregation_params(client, project, run_jobs):
+    p = project()
+    post_labels(client, p, ANSWERS)
+    job = request_aggregation(client, p, method="majority_vote", params={"spammer_threshold": 0.5, "min_answers": 1})
+    run_jobs()
+    view = client.get(f"/v1/jobs/{job['id']}", headers=p["reader"]).get_json()["job"]
+    assert view["status"] == "finished", view
+    used = view["result"]["summary"]["params"]
+    assert (used["spammer_threshold"], used["min_answers"], used["agreement_threshold"]) == (0.5, 1, 0.5)
 
 
 def test_auto_aggregation_is_debounced(client, project, app, run_jobs, redis_client):
