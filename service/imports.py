@@ -38,6 +38,7 @@ log = logging.getLogger("crowdqc.imports")
 CHUNK = 1 << 20
 STAGE_TTL = 2 * 86400
 PROGRESS_EVERY = 0.5  # seconds
+PROGRESS_ROWS = 4096  # rows validated between two looks at the clock
 # Same rule as label batches over HTTP: no control characters, no lone surrogates.
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 PRESET_NAMES = ("label_studio", "toloka", "mturk")
@@ -245,7 +246,7 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
             n_answers += 1
         else:
             n_gold += 1
-        if n % 4096 == 0:
+        if n % PROGRESS_ROWS == 0:
             progress("validating", stream.bytes_read, n)
     name = options.get("name") or "upload"
     if n_answers == 0 and n_gold == 0:

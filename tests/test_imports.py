@@ -191,3 +191,131 @@ def test_two_different_toloka_control_answers_fail_the_import(client, project, r
     assert view["reason"] == "pool.tsv, line 4: task 'a.jpg' has two control answers: 'cat' and 'dog'; nothing was imported"
     c = counts(client, p)
     assert (c["answers"], c["gold"]) == (0, 0)
+
+
+# -- formats over HTTP ------------------------------------------------------------------------------
+
+
+def test_json_lines_with_mapped_fields_integers_and_gold(client, project, run_jobs, app):
+    p = project("jl", labels=[1, 2, 3])
+    lines = [
+        {"item": 1, "who": "w1", "answer": 1, "truth": 1, "note": "extra fields are ignored"},
+        {"item": 1, "who": "w2", "answer": "3", "truth": None},
+        {"item": "x", "who": 7, "answer": 2},
+        {"item": "x", "who": 7, "answer": " 2 "},  # the same worker again: a duplicate after trimming
+    ]
+    body = "".join(json.dumps(x) + "\n" for x in lines) + "\n"
+    resp = client.post("/v1/projects/jl/imports?task_column=item&worker_column=who&label_column=answer&gold_column=truth",
+                       data=body.encode(), headers={**p["writer"], "Content-Type": "application/x-ndjson"})
+    assert resp.get_json()["job"]["options"]["format"] == "jsonl"
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished", view
+    r = view["result"]
+    assert (r["answers"], r["gold"], r["accepted"], r["duplicates"], r["replaced"]) == (4, 1, 3, 1, 0)
+    store = app.extensions["crowdqc_store"]
+    # Label indices into [1, 2, 3]; integers are their decimal strings, as ids are.
+    assert store.task_answers("jl", "1") == [("w1", 0), ("w2", 2)]
+    assert store.task_answers("jl", "x") == [("7", 1)]
+    assert store.snapshot("jl").gold == {"1": 0}
+
+    bad = '{"item": 1, "who": "w1", "answer": 1}\n{"item": 2, "who": "w1"}\n'
+    resp = client.post("/v1/projects/jl/imports?format=jsonl&task_column=item&worker_column=who&label_column=answer&name=more.jsonl",
+                       data=bad, headers=p["writer"])
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["reason"] == "more.jsonl, line 2: missing field 'answer'; nothing was imported"
+
+
+H1, H2 = "3W1K7D6QSBL7Y8VP3X0NDX2Q4B8ZBA", "3YKP7CX6G2RAPXU1XPC7BG0HPZ8B7D"
+
+
+def test_mturk_batch_results_over_http(client, project, run_jobs, app):
+    p = project("mt", labels=["Cat", "Dog"])
+    resp = client.post("/v1/projects/mt/imports?preset=mturk", data=(DATA / "mturk_batch_results.csv").read_bytes(),
+                       headers={**p["writer"], "Content-Type": "text/csv"})
+    # A preset wins over what the Content-Type would suggest.
+    assert resp.get_json()["job"]["options"]["preset"] == "mturk"
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished", view
+    # Line 4 is the Rejected assignment (AQRSTUV1234567's Dog on the first HIT).
+    assert (view["result"]["answers"], view["result"]["gold"], view["result"]["left_out"]) == (4, 0, {"rejected": 1})
+    store = app.extensions["crowdqc_store"]
+    assert store.task_answers("mt", H1) == [("A1B2C3D4E5F6G7", 0), ("A9Z8Y7X6W5V4U3", 0)]
+    assert store.task_answers("mt", H2) == [("A1B2C3D4E5F6G7", 1), ("A9Z8Y7X6W5V4U3", 0)]
+
+
+def test_mturk_every_input_column_as_the_task_merges_republished_hits(client, project, run_jobs, app):
+    p = project("mti", labels=["Cat", "Dog"])
+    resp = client.post("/v1/projects/mti/imports?preset=mturk&task_key=Input.*&field=category.label",
+                       data=(DATA / "mturk_republished.csv").read_bytes(), headers=p["writer"])
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished", view
+    assert (view["result"]["answers"], view["result"]["left_out"]) == (4, {"rejected": 1})
+    store = app.extensions["crowdqc_store"]
+    # Two HITs of img_0101 (the second re-published) are one task: its inputs as a JSON object, keys sorted.
+    img1 = '{"image_url":"https://example-bucket.s3.amazonaws.com/pets/img_0101.jpg","prompt":"Cat or dog?"}'
+    img2 = '{"image_url":"https://example-bucket.s3.amazonaws.com/pets/img_0102.jpg","prompt":"Cat or dog?"}'
+    assert store.task_answers("mti", img1) == [("A1B2C3D4E5F6G7", 0), ("A7M8N9P0Q1R2S3", 1), ("A9Z8Y7X6W5V4U3", 0)]
+    assert store.task_answers("mti", img2) == [("A1B2C3D4E5F6G7", 1)]
+    assert counts(client, p)["tasks"] == 2
+
+
+# -- progress, atomicity, limits, metrics ---------------------------------------------------------
+
+
+def test_import_progress_is_visible_while_the_job_runs(make_app, admin, monkeypatch):
+    import service.imports as imports
+
+    monkeypatch.setattr(imports, "CHUNK", 4096)
+    monkeypatch.setattr(imports, "PROGRESS_EVERY", 0)
+    monkeypatch.setattr(imports, "PROGRESS_ROWS", 250)
+    app = make_app(max_batch=500)
+    client = app.test_client()
+    assert client.post("/v1/projects", json={"id": "pr", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    body = ("task,worker,label\n" + "".join(f"t{i // 3},w{i % 3},{'ab'[i % 2]}\n" for i in range(3000))).encode()
+    resp = client.post("/v1/projects/pr/imports?format=csv", data=body, headers=admin)
+    url = resp.headers["Location"]
+    # What a client polling GET /v1/jobs/{id} sees each time the job reads more of the file.
+    seen = []
+    real = imports.StagedStream.readinto
+    monkeypatch.setattr(imports.StagedStream, "readinto",
+                        lambda self, b: seen.append(client.get(url, headers=admin).get_json()["job"]) or real(self, b))
+    run_jobs_for(app)
+    assert client.get(url, headers=admin).get_json()["job"]["status"] == "finished"
+    assert {j["status"] for j in seen} == {"running"}
+    progress = [j["progress"] for j in seen if "progress" in j]
+    stages = [e["stage"] for e in progress]
+    assert "validating" in stages and "storing" in stages
+    assert stages == sorted(stages, key=["validating", "storing"].index)  # validation first, then storing
+    for e in progress:
+        assert e["bytes_total"] == len(body) and 0 < e["bytes_read"] <= len(body)
+        half = e["bytes_read"] / len(body) / 2
+        if e["stage"] == "validating":
+            assert e["rows"] % 250 == 0 and 0 < e["rows"] <= 3000
+            assert e["fraction"] == round(half, 4) and e["fraction"] <= 0.5
+        else:
+            assert e["rows"] % 500 == 0 and 0 < e["rows"] <= 3000  # answers stored so far, whole batches
+            assert e["fraction"] == round(0.5 + half, 4) and e["fraction"] >= 0.5
+    for stage in ("validating", "storing"):
+        rows = [e["rows"] for e in progress if e["stage"] == stage]
+        assert rows == sorted(rows)
+
+
+def test_a_bad_row_after_flushed_batches_leaves_nothing_half_imported(make_app, admin):
+    # Batches of 2: without the validation pass, lines 2-3 (and the gold of t1) would be
+    # stored before line 5 is read.
+    app = make_app(max_batch=2)
+    client = app.test_client()
+    assert client.post("/v1/projects", json={"id": "half", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    body = "task,worker,label,gold\nt1,w1,a,a\nt1,w2,b,\nt2,w1,a,\nt2,w2,c,\nt3,w1,a,\n"
+    resp = client.post("/v1/projects/half/imports?format=csv&gold_column=gold&name=day3.csv", data=body, headers=admin)
+    run_jobs_for(app)
+    view = client.get(resp.headers["Location"], headers=admin).get_json()["job"]
+    assert view["status"] == "failed"
+    assert view["reason"] == ("day3.csv, line 5: label 'c' is not one of the project's labels ('a', 'b'); "
+                              "nothing was imported")
+    c = client.get("/v1/projects/half", headers=admin).get_json()["counts"]
+    assert (c["answers"], c["gold"]) == (0, 0)

@@ -50,12 +50,7 @@ class Labels(MethodView):
         try:
             out = store.ingest(project_id, tasks, workers, labels, ids, limit=settings.max_answers_per_project)
         except ProjectFull as exc:
-            raise ApiError(
-                409,
-                f"project {project_id!r} is full: it holds {exc.held} answers and this batch would add {exc.new}, "
-                f"over the limit of {exc.limit} answers per project (CROWDQC_MAX_ANSWERS); nothing was stored",
-                [{"path": "labels", "field": "labels", "message": f"limit of {exc.limit} answers per project reached"}],
-            ) from None
+            raise _full(project_id, exc, "labels") from None
         out = {"received": len(tasks), **out}
         agg = meta.get("aggregation") or {}
         if agg.get("auto") and out["accepted"] + out["replaced"] > 0:
@@ -77,5 +72,18 @@ class Gold(MethodView):
             tasks, labels = validate_gold(_body(), _label_index(meta), settings)
         except BatchError as exc:
             raise _batch_error(exc) from None
-        out = current_app.extensions["crowdqc_store"].set_gold(project_id, tasks, labels)
+        try:
+            out = current_app.extensions["crowdqc_store"].set_gold(project_id, tasks, labels,
+                                                                   limit=settings.max_answers_per_project)
+        except ProjectFull as exc:
+            raise _full(project_id, exc, "gold") from None
         return jsonify(out)
+
+
+def _full(project_id: str, exc: ProjectFull, field: str) -> ApiError:
+    return ApiError(
+        409,
+        f"project {project_id!r} is full: it holds {exc.held} {exc.what} and this batch would add {exc.new}, "
+        f"over the limit of {exc.limit} {exc.what} per project (CROWDQC_MAX_ANSWERS); nothing was stored",
+        [{"path": field, "field": field, "message": f"limit of {exc.limit} {exc.what} per project reached"}],
+    )
