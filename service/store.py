@@ -216,6 +216,26 @@ if removed + gold_removed > 0 then rev = redis.call('INCR', KEYS[4]) end
 return {removed, missing, gold_removed, rev}
 """
 
+# Gold labels: add or replace in one step, refused whole when the new tasks would take
+# the project past its limit.  KEYS: gold hash, revision.  ARGV: limit (0: none), then
+# task, label pairs (distinct tasks).
+_SET_GOLD = r"""
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local held = redis.call('HLEN', KEYS[1])
+  if held + (#ARGV - 1) / 2 > limit then
+    local new = 0
+    for i = 2, #ARGV, 2 do
+      if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then new = new + 1 end
+    end
+    if held + new > limit then return {-1, held, new, limit} end
+  end
+end
+local added = 0
+for i = 2, #ARGV, 2 do added = added + redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {added, redis.call('INCR', KEYS[2])}
+"""
+
 _DEL_IF = r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -244,11 +264,11 @@ def _s(value) -> str | None:
 
 
 class ProjectFull(Exception):
-    """A batch would take a project past its answer limit (nothing was written)."""
+    """A batch would take a project past its limit (nothing was written)."""
 
-    def __init__(self, held: int, new: int, limit: int):
-        super().__init__(f"the project holds {held} answers; this batch would add {new} more, over its limit of {limit}")
-        self.held, self.new, self.limit = held, new, limit
+    def __init__(self, held: int, new: int, limit: int, what: str = "answers"):
+        super().__init__(f"the project holds {held} {what}; this batch would add {new} more, over its limit of {limit}")
+        self.held, self.new, self.limit, self.what = held, new, limit, what
 
 
 @dataclass
@@ -276,6 +296,7 @@ class Store:
         self._switch = redis.register_script(_SWITCH)
         self._del_if = redis.register_script(_DEL_IF)
         self._remove = redis.register_script(_REMOVE)
+        self._set_gold = redis.register_script(_SET_GOLD)
 
     # -- key names ---------------------------------------------------------------------
     def pkey(self, project: str, part: str) -> str:
@@ -470,13 +491,17 @@ class Store:
         return sorted(rows)
 
     # -- gold --------------------------------------------------------------------------
-    def set_gold(self, pid: str, tasks, label_idx) -> dict:
+    def set_gold(self, pid: str, tasks, label_idx, limit: int = 0) -> dict:
+        """Add or replace gold labels; with ``limit`` > 0 a batch that would take the
+        project past ``limit`` gold tasks raises :class:`ProjectFull` and writes nothing."""
         mapping = dict(zip(tasks, (int(i) for i in label_idx)))
-        p = self.r.pipeline(transaction=True)
-        p.hset(self.pkey(pid, "gold"), mapping=mapping)
-        p.incr(self.pkey(pid, "rev"))
-        added, rev = p.execute()
-        return {"accepted": len(mapping), "new": int(added), "revision": int(rev)}
+        args = [int(limit or 0)]
+        for task, label in mapping.items():
+            args += [task, label]
+        out = self._set_gold(keys=[self.pkey(pid, "gold"), self.pkey(pid, "rev")], args=args)
+        if int(out[0]) < 0:
+            raise ProjectFull(held=int(out[1]), new=int(out[2]), limit=int(out[3]), what="gold labels")
+        return {"accepted": len(mapping), "new": int(out[0]), "revision": int(out[1])}
 
     # -- results -----------------------------------------------------------------------
     def write_result(self, pid: str, snapshot_rev: int, meta: dict, parts: dict) -> tuple[int, bool]:

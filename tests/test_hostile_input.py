@@ -274,3 +274,28 @@ def test_answer_limit_counts_answer_ids_like_ingestion(limited):
     again += [{"task": f"u{i}", "worker": "w", "label": "a", "id": f"new{i}"} for i in range(5)]
     out = _post(client, writer, again).get_json()
     assert (out["accepted"], out["duplicates"]) == (5, 95)
+
+
+def test_gold_is_limited_too(limited, redis_client, namespace):
+    """Gold labels of tasks that do not exist cost memory like answers: the same limit."""
+    client = limited.test_client()
+    from conftest import ADMIN_TOKEN, bearer
+
+    admin = bearer(ADMIN_TOKEN)
+    assert client.post("/v1/projects", json={"id": "p1", "labels": ["a", "b"]}, headers=admin).status_code == 201
+
+    def gold(tasks):
+        return client.post("/v1/projects/p1/gold", json={"gold": [{"task": t, "label": "a"} for t in tasks]}, headers=admin)
+
+    assert gold([f"g{i}" for i in range(95)]).get_json()["new"] == 95
+    before = redis_client.hgetall(f"{namespace['key_prefix']}p:p1:gold")
+    e = err(gold([f"h{i}" for i in range(6)]), 409)
+    assert e["message"] == ("project 'p1' is full: it holds 95 gold labels and this batch would add 6, over the limit "
+                            "of 100 gold labels per project (CROWDQC_MAX_ANSWERS); nothing was stored")
+    assert e["details"] == [{"path": "gold", "field": "gold", "message": "limit of 100 gold labels per project reached"}]
+    assert redis_client.hgetall(f"{namespace['key_prefix']}p:p1:gold") == before
+    # replacing known tasks' labels adds nothing: accepted; 5 new make exactly 100
+    out = gold([f"g{i}" for i in range(50)] + [f"h{i}" for i in range(5)]).get_json()
+    assert (out["accepted"], out["new"]) == (55, 5)
+    err(gold(["one-more"]), 409)
+    assert client.get("/v1/projects/p1", headers=admin).get_json()["counts"]["gold"] == 100
