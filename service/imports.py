@@ -12,8 +12,10 @@ share a disk) and imported by an RQ job in two passes over the staged bytes:
    ids are recorded as the webhook receiver records them.
 
 Both passes stream, so memory stays flat whatever the file size.  Pass 2 can only fail
-on an infrastructure error (Redis gone); running the import again then converges to the
-same state, because re-sending an answer is a duplicate or a same-pair replacement.
+on an infrastructure error (Redis gone) or when answers sent meanwhile fill the project
+up to its answer limit (checked per batch; the job then says how much was stored);
+running the import again then converges to the same state, because re-sending an answer
+is a duplicate or a same-pair replacement.
 Progress (stage, bytes, rows) is in ``GET /v1/jobs/{id}``.
 """
 
@@ -31,7 +33,7 @@ from rq import get_current_job
 from aggregation.encoding import normalize_label
 
 from .formats import Answer, FormatError, Gold
-from .store import Store
+from .store import ProjectFull, Store
 
 log = logging.getLogger("crowdqc.imports")
 
@@ -47,6 +49,10 @@ PLAIN_FORMATS = ("csv", "tsv", "jsonl")
 
 class ImportTooLarge(Exception):
     pass
+
+
+class ImportStopped(Exception):
+    """The storing pass could not go on; ``str()`` says how much of the file is stored."""
 
 
 def stage_key(prefix: str, import_id: str) -> str:
@@ -219,6 +225,10 @@ def run_import(prefix, project, import_id, options, settings=None):
         store.update_job(import_id, status="failed", reason=str(exc) + "; nothing was imported")
         store.r.delete(key)
         raise
+    except ImportStopped as exc:
+        store.update_job(import_id, status="failed", reason=str(exc))
+        store.r.delete(key)
+        raise
     except Exception:
         store.update_job(import_id, status="failed", reason="internal error in the import job")
         raise
@@ -252,8 +262,9 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
     if n_answers == 0 and n_gold == 0:
         raise FormatError(name, None, "no answers in the file" + (f" (left out: {_left_out(stats)})" if _left_out(stats) else ""))
     limit = int(getattr(conf, "max_answers_per_project", 0) or 0)
-    if limit and store.counts(project)["answers"] + n_answers > limit:
-        raise FormatError(name, None, f"importing {n_answers} answers would take the project past its limit of {limit}")
+    held = store.counts(project)["answers"]
+    if limit and held + n_answers > limit:
+        raise FormatError(name, None, _full(project, held, n_answers, limit))
 
     # Pass 2: store.
     from .formats import label_studio
@@ -276,7 +287,14 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
         nonlocal rev, stored
         if batch:
             t, w, lab = zip(*((b[1], b[2], b[3]) for b in batch))
-            out = store.ingest(project, list(t), list(w), list(lab), [""] * len(batch))
+            try:
+                # The limit again, per batch: labels posted while a long import runs count too.
+                out = store.ingest(project, list(t), list(w), list(lab), [""] * len(batch), limit=limit)
+            except ProjectFull as exc:
+                raise ImportStopped(
+                    f"{name}: {_full(project, exc.held, exc.new, exc.limit)}; {stored} answers of this import were "
+                    "stored before the project filled up (answers sent meanwhile count too), the rest were not"
+                ) from None
             for k in totals:
                 totals[k] += out[k]
             rev = out["revision"]
@@ -319,6 +337,12 @@ def remember_label_studio_tags(store: Store, project: str, from_name: str, to_na
     store.r.hsetnx(key, "from_name", from_name)
     if to_name:
         store.r.hsetnx(key, "to_name", to_name)
+
+
+def _full(project: str, held: int, new: int, limit: int) -> str:
+    # The labels endpoint's wording (service/api/labels.py), so both say the same.
+    return (f"project {project!r} is full: it holds {held} answers and this batch would add {new}, "
+            f"over the limit of {limit} answers per project (CROWDQC_MAX_ANSWERS)")
 
 
 def _left_out(stats: dict) -> str:

@@ -319,3 +319,40 @@ def test_a_bad_row_after_flushed_batches_leaves_nothing_half_imported(make_app, 
                               "nothing was imported")
     c = client.get("/v1/projects/half", headers=admin).get_json()["counts"]
     assert (c["answers"], c["gold"]) == (0, 0)
+
+
+def test_the_answer_limit_holds_per_batch_while_labels_arrive_during_an_import(make_app, admin, monkeypatch):
+    from service.store import Store
+
+    app = make_app(max_answers_per_project=10, max_batch=2)
+    client = app.test_client()
+    assert client.post("/v1/projects", json={"id": "lim", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    body = "task,worker,label\n" + "".join(f"i{i},w1,a\n" for i in range(6))
+    real = Store.ingest
+    sent = []
+
+    def ingest(self, pid, tasks, *args, **kw):
+        if tasks[0].startswith("i") and not sent:
+            # 7 labels arrive over HTTP after the import checked the limit (0 + 6 <= 10),
+            # before it stores its first batch.
+            labels = [[f"l{j}", "w2", "b"] for j in range(7)]
+            for k in range(0, 7, 2):  # max_batch is 2 for label batches too
+                r = client.post("/v1/projects/lim/labels", json={"labels": labels[k:k + 2]}, headers=admin)
+                sent.append(r.status_code)
+        return real(self, pid, tasks, *args, **kw)
+
+    monkeypatch.setattr(Store, "ingest", ingest)
+    resp = client.post("/v1/projects/lim/imports?format=csv&name=more.csv", data=body, headers=admin)
+    run_jobs_for(app)
+    assert sent == [200] * 4
+    view = client.get(resp.headers["Location"], headers=admin).get_json()["job"]
+    assert view["status"] == "failed"
+    # 7 + the first batch of 2 = 9 answers; the second batch would make 11.
+    full = ("project 'lim' is full: it holds 9 answers and this batch would add 2, over the limit of 10 answers "
+            "per project (CROWDQC_MAX_ANSWERS)")
+    assert view["reason"] == (f"more.csv: {full}; 2 answers of this import were stored before the project filled up "
+                              "(answers sent meanwhile count too), the rest were not")
+    assert client.get("/v1/projects/lim", headers=admin).get_json()["counts"]["answers"] == 9
+    # The labels endpoint says the same of a batch of 2 now.
+    r = client.post("/v1/projects/lim/labels", json={"labels": [["x", "w1", "a"], ["y", "w1", "a"]]}, headers=admin)
+    assert r.status_code == 409 and r.get_json()["error"]["message"] == full + "; nothing was stored"
