@@ -289,3 +289,12 @@ def record_job_outcome(client, prefix: str, job_id: str, outcome: str, seconds: 
     except Exception:  # noqa: BLE001
         logging.getLogger("crowdqc.jobs").warning("could not record the outcome of job %s", job_id, exc_info=True)
         return False
+
+
+def count_ingested(result: dict) -> None:
+    """Count answers stored outside a label batch request (imports, Label Studio events)
+    from ``Store.ingest``'s counts, under the outcomes of label batches."""
+    for field, outcome in (("accepted", "accepted"), ("duplicates", "duplicate"), ("replaced", "replaced")):
+        n = result.get(field)
+        if isinstance(n, int) and n > 0:
+            ANSWERS.labels(outcome).inc(n)

@@ -356,3 +356,22 @@ def test_the_answer_limit_holds_per_batch_while_labels_arrive_during_an_import(m
     # The labels endpoint says the same of a batch of 2 now.
     r = client.post("/v1/projects/lim/labels", json={"labels": [["x", "w1", "a"], ["y", "w1", "a"]]}, headers=admin)
     assert r.status_code == 409 and r.get_json()["error"]["message"] == full + "; nothing was stored"
+
+
+def test_imported_answers_are_counted_in_the_metrics(client, project, run_jobs):
+    from test_observability import delta, scrape
+
+    p = project("met", labels=["a", "b"])
+    before = scrape(client)
+    first = "task,worker,label\nt1,w1,a\nt1,w2,b\nt2,w1,a\nt2,w2,a\n"
+    # Again t1/w1 a (a duplicate), t1/w2 now a (replaced), t3/w1 new.
+    second = "task,worker,label\nt1,w1,a\nt1,w2,a\nt3,w1,b\n"
+    for body in (first, second):
+        resp = client.post("/v1/projects/met/imports?format=csv", data=body, headers=p["writer"])
+        run_jobs()
+        assert job(client, p["reader"], resp)["status"] == "finished"
+    after = scrape(client)
+    ans = "crowdqc_answers_ingested_total"
+    assert delta(before, after, ans, outcome="accepted") == 5
+    assert delta(before, after, ans, outcome="duplicate") == 1
+    assert delta(before, after, ans, outcome="replaced") == 1

@@ -378,3 +378,20 @@ def test_tasks_deleted_after_an_import_keyed_by_a_data_field(client, project, ru
         {"tasks": 1, "removed": 1, "gold_removed": 1, "unknown": 0},
         {"tasks": 1, "removed": 2, "gold_removed": 0, "unknown": 0},
     ]
+
+
+def test_answers_applied_from_events_are_counted_in_the_metrics(ls, client):
+    from test_observability import delta, scrape
+
+    before = scrape(client)
+    ls["send"](created(annotation(1301, 1301, 7, "Positive")))
+    ls["send"](created(annotation(1302, 1301, 9, "Negative")))
+    ls["send"](updated(annotation(1301, 1301, 7, "Neutral")))  # 7 changes their answer
+    ls["send"](updated(annotation(1302, 1301, 9, "Negative")))  # saved again unchanged
+    ls["run"]()
+    assert ls["answers"](1301) == [("7", "Neutral"), ("9", "Negative")]
+    after = scrape(client)
+    ans = "crowdqc_answers_ingested_total"
+    assert delta(before, after, ans, outcome="accepted") == 2
+    assert delta(before, after, ans, outcome="replaced") == 1
+    assert delta(before, after, ans, outcome="duplicate") == 1
