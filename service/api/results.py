@@ -79,8 +79,11 @@ def etag_of(version: int, key: str) -> str:
 
 def not_modified(etag: str):
     """The 304 response when the client already holds ``etag``, else None: checked before
-    any row is read, so polling an unchanged result costs next to nothing."""
-    if etag not in _if_none_match():
+    any row is read, so polling an unchanged result costs next to nothing.  Callers have
+    found the current result already, so ``*`` (any current representation, RFC 9110
+    13.1.2) matches too."""
+    tags = _if_none_match()
+    if etag not in tags and "*" not in tags:
         return None
     return _cache_headers(current_app.response_class(status=304), etag)
 
