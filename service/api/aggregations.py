@@ -7,6 +7,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..auth import authenticate, guard, project_writer, require_project
+from ..openapi_doc import errors
+from ..response_schemas import JOB_VIEW, LOCATION, AggregationAcceptedEnvelopeSchema
 from ..schemas import AggregationRequestSchema
 from .errors import ApiError, flatten_messages
 from .projects import check_method
@@ -18,7 +20,9 @@ blp = Blueprint("aggregations", __name__, description="Aggregation jobs")
 class Aggregations(MethodView):
     @guard(project_writer)
     @blp.doc(requestBody={"required": False, "content": {"application/json": {"schema": AggregationRequestSchema}}})
-    @blp.response(202)
+    @blp.response(202, AggregationAcceptedEnvelopeSchema, headers=LOCATION)
+    @errors(blp, (403, "the key is read-only"), 404,
+            (422, "unknown method or parameter, or the project has no labels yet"))
     def post(self, project_id):
         """Start an aggregation (202 + Location of the job).
 
@@ -54,6 +58,8 @@ class Aggregations(MethodView):
 
 @blp.route("/v1/jobs/<job_id>")
 class JobStatus(MethodView):
+    @blp.response(200, JOB_VIEW)
+    @errors(blp, (404, "no such job, or a job of another project"))
     def get(self, job_id):
         """Status of a job: queued, running (with progress), finished (with the result
         summary) or failed (with the reason)."""

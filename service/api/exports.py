@@ -10,6 +10,8 @@ from flask_smorest import Blueprint
 
 from .. import exports
 from ..auth import guard, project_reader
+from ..openapi_doc import errors
+from ..response_schemas import EXPORT_JSON
 from ..schemas import ExportArgsSchema
 from .errors import ApiError
 from .results import current_version
@@ -19,8 +21,9 @@ blp = Blueprint("exports", __name__, url_prefix="/v1/projects", description="Exp
 _BODY = {"description": "The export, streamed", "content": {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
-    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-}, "headers": {"X-Crowdqc-Result-Version": {"description": "the result version exported", "schema": {"type": "string"}}}}
+    "application/json": {"schema": EXPORT_JSON},
+}, "headers": {"X-Crowdqc-Result-Version": {"description": "the result version exported", "required": True,
+                                            "schema": {"type": "string", "pattern": "^[0-9]+$"}}}}
 
 
 @blp.route("/<project_id>/exports/consensus")
@@ -28,6 +31,9 @@ class ConsensusExport(MethodView):
     @guard(project_reader)
     @blp.arguments(ExportArgsSchema, location="query")
     @blp.doc(responses={"200": _BODY})
+    @errors(blp, (404, "no such project, or no aggregation result yet"),
+            (410, "the result was replaced while the export started; try again"),
+            (422, "invalid query, or a Label Studio tag name that is unknown"))
     def get(self, args, project_id):
         """The current consensus as a file, one row per task, all of one result version.
 

@@ -6,6 +6,8 @@ from flask import current_app, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from ..openapi_doc import errors
+from ..response_schemas import HealthSchema, ReadySchema
 from .errors import error_response
 
 blp = Blueprint("health", __name__, description="Health checks (no token needed)")
@@ -14,6 +16,7 @@ blp = Blueprint("health", __name__, description="Health checks (no token needed)
 @blp.route("/healthz")
 class Healthz(MethodView):
     @blp.doc(security=[])
+    @blp.response(200, HealthSchema)
     def get(self):
         """The process is up."""
         return jsonify({"status": "ok"})
@@ -22,6 +25,8 @@ class Healthz(MethodView):
 @blp.route("/readyz")
 class Readyz(MethodView):
     @blp.doc(security=[])
+    @blp.response(200, ReadySchema)
+    @errors(blp, (503, "Redis does not answer"))
     def get(self):
         """Redis answers (503 otherwise)."""
         try:

@@ -10,6 +10,8 @@ from marshmallow import fields, validate
 
 from ..auth import guard, project_writer, require_project
 from ..imports import PLAIN_FORMATS, PRESET_NAMES, ImportTooLarge, check_options, enqueue_import, new_import_id, stage, stage_key
+from ..openapi_doc import errors
+from ..response_schemas import LOCATION, ImportAcceptedEnvelopeSchema
 from .errors import ApiError
 
 blp = Blueprint("imports", __name__, url_prefix="/v1/projects", description="Bulk imports of answer files")
@@ -57,7 +59,9 @@ class Imports(MethodView):
             },
         }
     )
-    @blp.response(202)
+    @blp.response(202, ImportAcceptedEnvelopeSchema, headers=LOCATION)
+    @errors(blp, (400, "empty body, or a multipart form without a 'file' part"), (403, "the key is read-only"), 404,
+            (413, "the file is larger than CROWDQC_MAX_IMPORT_BYTES"), (422, "invalid or conflicting options"))
     def post(self, args, project_id):
         """Import a file of answers (202 + Location of the import job).
 

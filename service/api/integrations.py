@@ -11,6 +11,13 @@ from marshmallow import fields, validate
 from ..auth import guard, project_reader, project_writer, require_project
 from ..label_studio_events import EnvelopeError, check_envelope
 from ..label_studio_inbox import SECRET_HEADER, Inbox
+from ..openapi_doc import errors
+from ..response_schemas import (
+    LabelStudioIgnoredEnvelopeSchema,
+    LabelStudioQueuedEnvelopeSchema,
+    LabelStudioSecretEnvelopeSchema,
+    LabelStudioStatusEnvelopeSchema,
+)
 from ..schemas import BAD_CHARS
 from .errors import ApiError
 
@@ -60,7 +67,8 @@ def _webhook_path(project_id: str) -> str:
 class LabelStudio(MethodView):
     @guard(project_writer)
     @blp.arguments(LabelStudioSetupSchema)
-    @blp.response(201)
+    @blp.response(201, LabelStudioSecretEnvelopeSchema)
+    @errors(blp, (403, "the key is read-only"), 404)
     def post(self, data, project_id):
         """Create or rotate the webhook secret (writer); the secret is shown in this
         response only, and the previous one stops working at once.
@@ -75,6 +83,8 @@ class LabelStudio(MethodView):
         return resp
 
     @guard(project_reader)
+    @blp.response(200, LabelStudioStatusEnvelopeSchema)
+    @errors(blp, 404)
     def get(self, project_id):
         """The integration's settings (never the secret), event counts and the outcome of
         recent events, with the reason of each failure."""
@@ -84,6 +94,7 @@ class LabelStudio(MethodView):
 
     @guard(project_writer)
     @blp.response(204)
+    @errors(blp, (403, "the key is read-only"), (404, "no such project, or it has no Label Studio webhook secret"))
     def delete(self, project_id):
         """Remove the webhook secret (writer): Label Studio's calls are then refused."""
         require_project(project_id, write=True)
@@ -100,8 +111,11 @@ class LabelStudioWebhook(MethodView):
                      "description": "the project's webhook secret (or 'Authorization: Token <secret>', or a writer "
                                     "key as 'Authorization: Bearer <key>')"}],
     )
-    @blp.response(202, description="Queued: the event will be applied in arrival order")
-    @blp.alt_response(200, description="Ignored: an action that does not change answers, or an event without payload", success=True)
+    @blp.response(202, LabelStudioQueuedEnvelopeSchema, description="Queued: the event will be applied in arrival order")
+    @blp.alt_response(200, schema=LabelStudioIgnoredEnvelopeSchema,
+                      description="Ignored: an action that does not change answers, or an event without payload", success=True)
+    @errors(blp, (403, "the key is read-only"), 404,
+            (422, "not a Label Studio event (no action, or a payload of the wrong shape)"))
     def post(self, project_id):
         """Receive a Label Studio webhook event (authenticated by the webhook secret).
 

@@ -7,6 +7,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..auth import guard, project_writer, require_project
+from ..openapi_doc import errors
+from ..response_schemas import GoldResultSchema, LabelBatchResultSchema
 from ..schemas import BatchError, GoldBatchSchema, LabelBatchSchema, validate_gold, validate_labels
 from ..store import ProjectFull
 from .errors import ApiError
@@ -30,6 +32,10 @@ def _batch_error(exc: BatchError):
 class Labels(MethodView):
     @guard(project_writer)
     @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": LabelBatchSchema}}})
+    @blp.response(200, LabelBatchResultSchema)
+    @errors(blp, (403, "the key is read-only"), 404, (409, "the project is full (CROWDQC_MAX_ANSWERS); nothing was stored"),
+            (413, "more items than CROWDQC_MAX_BATCH, or a body larger than CROWDQC_MAX_BODY_BYTES"),
+            (422, "invalid items, each named by index and field; nothing was stored"))
     def post(self, project_id):
         """Add up to 10,000 answers, atomically.
 
@@ -64,6 +70,10 @@ class Labels(MethodView):
 class Gold(MethodView):
     @guard(project_writer)
     @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": GoldBatchSchema}}})
+    @blp.response(200, GoldResultSchema)
+    @errors(blp, (403, "the key is read-only"), 404, (409, "the project is full (CROWDQC_MAX_ANSWERS); nothing was stored"),
+            (413, "more items than CROWDQC_MAX_BATCH, or a body larger than CROWDQC_MAX_BODY_BYTES"),
+            (422, "invalid items, each named by index and field; nothing was stored"))
     def post(self, project_id):
         """Add or replace known (gold) labels: ``{"gold": [{"task", "label"}, ...]}``."""
         meta = require_project(project_id, write=True)

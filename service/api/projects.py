@@ -12,6 +12,8 @@ from aggregation.encoding import normalize_label
 
 from ..auth import admin_only, authenticate, guard, not_found_project, project_admin, require_project
 from ..jobs import check_params, known_methods
+from ..openapi_doc import errors
+from ..response_schemas import LOCATION, KeyCreatedSchema, KeyListSchema, ProjectListSchema, ProjectSchema
 from ..schemas import KeyCreateSchema, ProjectCreateSchema, ProjectPatchSchema
 from .errors import ApiError
 
@@ -60,7 +62,9 @@ def project_view(meta: dict) -> dict:
 class Projects(MethodView):
     @guard(admin_only)
     @blp.arguments(ProjectCreateSchema)
-    @blp.response(201)
+    @blp.response(201, ProjectSchema, headers=LOCATION)
+    @errors(blp, (403, "needs the admin token"), (409, "a project with this id exists"),
+            (422, "invalid fields, too many labels, or an unknown aggregation method or parameter"))
     def post(self, data):
         """Create a project (admin)."""
         settings = current_app.config["CROWDQC"]
@@ -83,6 +87,7 @@ class Projects(MethodView):
         resp.headers["Location"] = url_for("projects.Project", project_id=meta["id"])
         return resp
 
+    @blp.response(200, ProjectListSchema)
     def get(self):
         """Projects visible to the caller."""
         p = authenticate()
@@ -93,12 +98,17 @@ class Projects(MethodView):
 
 @blp.route("/<project_id>")
 class Project(MethodView):
+    @blp.response(200, ProjectSchema)
+    @errors(blp, 404)
     def get(self, project_id):
         """A project with its counts and latest aggregation."""
         return jsonify(project_view(require_project(project_id)))
 
     @guard(project_admin)
     @blp.arguments(ProjectPatchSchema)
+    @blp.response(200, ProjectSchema)
+    @errors(blp, (403, "needs the admin token"), 404,
+            (422, "invalid fields, or an unknown aggregation method or parameter"))
     def patch(self, data, project_id):
         """Rename a project or change its aggregation settings (admin)."""
         meta = require_project(project_id, admin=True)
@@ -111,6 +121,7 @@ class Project(MethodView):
         return jsonify(project_view(meta))
 
     @blp.response(204)
+    @errors(blp, (403, "needs the admin token"), 404)
     def delete(self, project_id):
         """Delete a project with all its data and keys (admin)."""
         require_project(project_id, admin=True)
@@ -122,7 +133,8 @@ class Project(MethodView):
 class Keys(MethodView):
     @guard(project_admin)
     @blp.arguments(KeyCreateSchema)
-    @blp.response(201)
+    @blp.response(201, KeyCreatedSchema)
+    @errors(blp, (403, "needs the admin token"), 404)
     def post(self, data, project_id):
         """Create a project key; the key is shown in this response only (admin)."""
         require_project(project_id, admin=True)
@@ -131,6 +143,8 @@ class Keys(MethodView):
         resp.status_code = 201
         return resp
 
+    @blp.response(200, KeyListSchema)
+    @errors(blp, (403, "needs the admin token"), 404)
     def get(self, project_id):
         """The project's keys, without their secrets (admin)."""
         require_project(project_id, admin=True)
@@ -141,6 +155,7 @@ class Keys(MethodView):
 @blp.route("/<project_id>/keys/<key_id>")
 class Key(MethodView):
     @blp.response(204)
+    @errors(blp, (403, "needs the admin token"), (404, "no such project or key"))
     def delete(self, project_id, key_id):
         """Revoke a key (admin)."""
         require_project(project_id, admin=True)

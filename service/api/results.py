@@ -15,12 +15,26 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..auth import require_project
+from ..openapi_doc import errors
+from ..response_schemas import (
+    CACHE_HEADERS,
+    TASK_VIEW,
+    AgreementViewSchema,
+    ConsensusPageSchema,
+    DisagreementListSchema,
+    WorkerPageSchema,
+    WorkerViewSchema,
+)
 from ..schemas import ConsensusArgsSchema, LimitArgsSchema, WorkerArgsSchema
 from .errors import ApiError
 
 blp = Blueprint("results", __name__, url_prefix="/v1/projects", description="Consensus, workers, disagreements, agreement")
 
 SCAN_LIMIT = 10_000  # rows examined per filtered page at most
+
+_NO_RESULT = (404, "no such project, or no aggregation result yet")
+_BAD_CURSOR = (400, "the cursor is not one of a previous page's next_cursor (with the same sort)")
+_EXPIRED = (410, "the cursor's result version has been replaced and expired; start again without a cursor")
 
 
 def store():
@@ -115,6 +129,8 @@ def _query_key(args: dict) -> str:
 @blp.route("/<project_id>/consensus")
 class Consensus(MethodView):
     @blp.arguments(ConsensusArgsSchema, location="query")
+    @blp.response(200, ConsensusPageSchema, headers=CACHE_HEADERS)
+    @errors(blp, _BAD_CURSOR, _NO_RESULT, _EXPIRED, cached=True)
     def get(self, args, project_id):
         """Consensus labels, cursor-paginated (``next_cursor`` is null on the last page)."""
         require_project(project_id)
@@ -156,6 +172,8 @@ class Consensus(MethodView):
 
 @blp.route("/<project_id>/consensus/<path:task>")
 class ConsensusTask(MethodView):
+    @blp.response(200, TASK_VIEW, headers=CACHE_HEADERS)
+    @errors(blp, (404, "no such project or task, or no aggregation result yet"), cached=True)
     def get(self, project_id, task):
         """One task's consensus with its current answers."""
         meta = require_project(project_id)
@@ -173,6 +191,9 @@ class ConsensusTask(MethodView):
 @blp.route("/<project_id>/workers")
 class Workers(MethodView):
     @blp.arguments(WorkerArgsSchema, location="query")
+    @blp.response(200, WorkerPageSchema, headers=CACHE_HEADERS)
+    @errors(blp, _BAD_CURSOR, _NO_RESULT, _EXPIRED, (422, "invalid query, or a sort field that does not exist"),
+            cached=True)
     def get(self, args, project_id):
         """Worker reliability, sortable (``sort=-accuracy``, ``sort=n_answers``, ...), paginated."""
         require_project(project_id)
@@ -207,6 +228,8 @@ class Workers(MethodView):
 
 @blp.route("/<project_id>/workers/<path:worker>")
 class Worker(MethodView):
+    @blp.response(200, WorkerViewSchema, headers=CACHE_HEADERS)
+    @errors(blp, (404, "no such project, no aggregation result yet, or no such worker in it"), cached=True)
     def get(self, project_id, worker):
         """One worker's reliability, confusion matrix and flags."""
         require_project(project_id)
@@ -220,6 +243,8 @@ class Worker(MethodView):
 @blp.route("/<project_id>/disagreements")
 class Disagreements(MethodView):
     @blp.arguments(LimitArgsSchema, location="query")
+    @blp.response(200, DisagreementListSchema, headers=CACHE_HEADERS)
+    @errors(blp, _NO_RESULT, cached=True)
     def get(self, args, project_id):
         """Tasks whose workers disagree most, worst first."""
         require_project(project_id)
@@ -231,6 +256,8 @@ class Disagreements(MethodView):
 
 @blp.route("/<project_id>/agreement")
 class Agreement(MethodView):
+    @blp.response(200, AgreementViewSchema, headers=CACHE_HEADERS)
+    @errors(blp, _NO_RESULT, cached=True)
     def get(self, project_id):
         """Inter-annotator agreement of the data behind the latest result (undefined
         statistics are null with a reason, never NaN)."""

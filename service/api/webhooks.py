@@ -8,7 +8,9 @@ from flask_smorest import Blueprint
 
 from .. import webhooks
 from ..auth import guard, project_writer
-from ..schemas import WebhookCreatedEnvelopeSchema, WebhookCreateSchema, WebhookEnvelopeSchema, WebhookListSchema
+from ..openapi_doc import errors
+from ..response_schemas import LOCATION, WebhookCreatedEnvelopeSchema, WebhookEnvelopeSchema, WebhookListSchema
+from ..schemas import WebhookCreateSchema
 from .errors import ApiError
 
 blp = Blueprint("webhooks", __name__, url_prefix="/v1/projects", description="Outbound webhooks (signed event deliveries)")
@@ -22,7 +24,8 @@ def store():
 class Webhooks(MethodView):
     @guard(project_writer)
     @blp.arguments(WebhookCreateSchema)
-    @blp.response(201, WebhookCreatedEnvelopeSchema)
+    @blp.response(201, WebhookCreatedEnvelopeSchema, headers=LOCATION)
+    @errors(blp, (403, "the key is read-only"), 404, (409, "the project has as many webhooks as it may"))
     def post(self, data, project_id):
         """Subscribe a URL to events; the signing secret is in this response only.
 
@@ -40,6 +43,7 @@ class Webhooks(MethodView):
 
     @guard(project_writer)
     @blp.response(200, WebhookListSchema)
+    @errors(blp, (403, "the key is read-only"), 404)
     def get(self, project_id):
         """The project's subscriptions with their latest delivery (never their secrets)."""
         return {"items": webhooks.list_public(store(), project_id)}
@@ -49,6 +53,7 @@ class Webhooks(MethodView):
 class Webhook(MethodView):
     @guard(project_writer)
     @blp.response(200, WebhookEnvelopeSchema)
+    @errors(blp, (403, "the key is read-only"), (404, "no such project or webhook"))
     def get(self, project_id, webhook_id):
         """One subscription with its latest delivery."""
         record = webhooks.get_public(store(), project_id, webhook_id)
@@ -58,6 +63,7 @@ class Webhook(MethodView):
 
     @guard(project_writer)
     @blp.response(204)
+    @errors(blp, (403, "the key is read-only"), (404, "no such project or webhook"))
     def delete(self, project_id, webhook_id):
         """Unsubscribe; deliveries still queued for it are dropped."""
         if not webhooks.delete(store(), project_id, webhook_id):
