@@ -17,10 +17,10 @@ _ORDER_DECIMALS = 12
 class Disagreements:
     """Uncertainty of every task's consensus label.
 
-    ``fit(answers, probas, labels, mv_labels=None, ties=None, gold=None)`` takes the
-    output of any fitted method.  Without ``mv_labels`` the plain majority vote is computed
-    here; without ``ties`` a tie is two or more classes sharing the top posterior (the
-    rule of :func:`argmax_with_ties`).
+    ``fit(answers, probas, labels, mv_labels=None, ties=None, gold=None, mv_ties=None)``
+    takes the output of any fitted method.  Without ``mv_labels`` the plain majority vote
+    (labels and ties) is computed here; without ``ties`` a tie is two or more classes
+    sharing the top posterior (the rule of :func:`argmax_with_ties`).
 
     Attributes (one entry per task code)
     ----------
@@ -34,13 +34,15 @@ class Disagreements:
         class (top minus second when the label is the argmax); with one class there is no
         other class and the margin is the full confidence, 1.  In [-1, 1], finite.
     mv_label_, mv_disagrees_ : plain majority vote label, and whether it differs
-    tie_ : bool
+    tie_ : bool, the method's tie (top posterior shared)
+    mv_tie_ : bool, the majority vote's tie (top vote count shared), whatever the method:
+        a task the crowd split evenly is worth a look even when a model settled it
     has_gold_, contradicts_gold_ : gold known; gold known and different from the label
     order_ : task codes, most uncertain first: lowest confidence, then highest entropy,
         then task name (task codes follow name order)
     """
 
-    def fit(self, answers, probas, labels, mv_labels=None, ties=None, gold=None) -> "Disagreements":
+    def fit(self, answers, probas, labels, mv_labels=None, ties=None, gold=None, mv_ties=None) -> "Disagreements":
         answers, probas, labels, gold = check_outputs(answers, probas, labels, gold)
         n_tasks, n_classes = probas.shape
         self.task_names_, self.classes_ = answers.task_names, answers.classes
@@ -56,9 +58,12 @@ class Disagreements:
         runner_up = others.max(axis=1) if n_classes > 1 else np.zeros(n_tasks)
         self.margin_ = self.confidence_ - runner_up
 
-        if mv_labels is None:
-            mv_labels = MajorityVote().fit(answers).labels_
+        if mv_labels is None or mv_ties is None:
+            mv = MajorityVote().fit(answers)
+            mv_labels = mv.labels_ if mv_labels is None else mv_labels
+            mv_ties = mv.ties_ if mv_ties is None else mv_ties
         self.mv_label_ = check_codes(mv_labels, answers, "mv_labels")
+        self.mv_tie_ = _task_array(mv_ties, n_tasks, "mv_ties").astype(bool)
         self.mv_disagrees_ = self.mv_label_ != labels
         if ties is None:
             ties = argmax_with_ties(probas, answers.tie_rank)[1]
@@ -98,6 +103,7 @@ class Disagreements:
                 "votes": {classes[c]: int(n) for c, n in zip(cols[start:end], counts[start:end]) if n},
                 "tie": bool(self.tie_[task]),
                 "mv_label": classes[self.mv_label_[task]],
+                "mv_tie": bool(self.mv_tie_[task]),
                 "mv_disagrees": bool(self.mv_disagrees_[task]),
                 "gold": classes[self.gold_[task]] if has_gold else None,
                 "contradicts_gold": bool(self.contradicts_gold_[task]) if has_gold else None,

@@ -204,6 +204,10 @@ class Analysis:
         return self.mv.labels_
 
     @property
+    def mv_ties(self) -> np.ndarray:
+        return np.asarray(self.mv.ties_, dtype=bool)
+
+    @property
     def gold_codes(self) -> np.ndarray | None:
         return None if self.gold is None else self.gold.codes
 
@@ -221,10 +225,10 @@ class Analysis:
         few = a.n_classes <= MAX_LISTED_CLASSES
         columns = zip(
             a.task_names.tolist(), self.labels.tolist(), self.confidence.tolist(),
-            a.answers_per_task.tolist(), self.ties.tolist(), self.mv_labels.tolist(),
+            a.answers_per_task.tolist(), self.ties.tolist(), self.mv_labels.tolist(), self.mv_ties.tolist(),
         )
         gold = None if self.gold is None else self.gold.codes.tolist()
-        for i, (task, label, conf, n, tie, mv) in enumerate(columns):
+        for i, (task, label, conf, n, tie, mv, mv_tie) in enumerate(columns):
             row_p = probas[i]
             if few:
                 probs = dict(zip(classes, row_p.tolist()))
@@ -236,6 +240,7 @@ class Analysis:
             row = {
                 "task": str(task), "label": classes[label], "confidence": float(conf),
                 "probabilities": probs, "n_labels": int(n), "tie": bool(tie), "mv_label": classes[mv],
+                "mv_tie": bool(mv_tie),
             }
             if gold is not None:
                 row["gold"] = classes[gold[i]] if gold[i] >= 0 else None
@@ -273,6 +278,7 @@ class Analysis:
                 "conflicting_pairs": int(a.n_conflicting_pairs),
                 "duplicate_policy": a.duplicates,
                 "tied_tasks": int(self.ties.sum()),
+                "majority_vote_tied_tasks": int(self.mv_ties.sum()),
                 "tasks_where_model_overrules_majority_vote": int((labels != mv).sum()),
                 "flagged_workers": {flag: int(self.reliability.flags_[flag].sum()) for flag in FLAGS},
             },
@@ -366,7 +372,8 @@ def analyse(answers, method: str = "dawid_skene", params: dict | None = None, go
     )
     disagreements = stage(
         "disagreements",
-        lambda: Disagreements().fit(answers, model.probas_, model.labels_, mv.labels_, model.ties_, gold_codes),
+        lambda: Disagreements().fit(answers, model.probas_, model.labels_, mv.labels_, model.ties_, gold_codes,
+                                    mv_ties=mv.ties_),
     )
     agreement = stage("agreement", lambda: agreement_statistics(answers))
 

@@ -50,7 +50,8 @@ duplicates:
   independent judgements: retried submissions would let one worker outvote the rest).
 
 output (in --out DIR):
-  consensus.csv      task,label,confidence,n_labels,tie,mv_label,p:<label>... (,gold)
+  consensus.csv      task,label,confidence,n_labels,tie,mv_label,mv_tie,p:<label>... (,gold)
+                     (tie: the method's top probability is shared; mv_tie: the vote was tied)
   workers.csv        worker reliability figures, flags and confusion matrix (JSON)
   disagreements.csv  every task, most uncertain first
   summary.json       method, parameters, counts, agreement, accuracy, warnings, timings
@@ -360,7 +361,9 @@ def human_summary(summary: dict, out_dir) -> str:
     flagged = {k: v for k, v in c["flagged_workers"].items() if v}
     flag_text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in flagged.items()) or "none"
     lines.append(
-        f"  {c['tied_tasks']} tied tasks; model overrules majority vote on "
+        f"  majority vote tied on {c['majority_vote_tied_tasks']} tasks"
+        + (f" ({summary['method']}: {c['tied_tasks']})" if summary["method"] != "majority_vote" else "")
+        + "; model overrules majority vote on "
         f"{c['tasks_where_model_overrules_majority_vote']} tasks; flagged workers: {flag_text}"
     )
     t = summary["timings"]

@@ -1,6 +1,6 @@
 """Write an :class:`~service.analysis.Analysis` into a directory of CSV and JSON files.
 
-* ``consensus.csv``: ``task,label,confidence,n_labels,tie,mv_label``, then one
+* ``consensus.csv``: ``task,label,confidence,n_labels,tie,mv_label,mv_tie``, then one
   ``p:<label>`` column per class when there are at most ``MAX_PROBABILITY_COLUMNS``
   classes, then ``gold`` when gold labels were given.  One row per task, by task name.
 * ``workers.csv``: ``worker,`` then the reliability figures, ``flags`` (``;``-separated)
@@ -36,7 +36,7 @@ WORKER_COLUMNS = (
 )
 DISAGREEMENT_COLUMNS = (
     "rank", "task", "label", "confidence", "entropy", "margin", "n_answers", "votes", "tie",
-    "mv_label", "mv_disagrees", "gold", "contradicts_gold",
+    "mv_label", "mv_tie", "mv_disagrees", "gold", "contradicts_gold",
 )
 
 
@@ -74,18 +74,20 @@ def write_consensus(analysis, path: Path) -> None:
     classes = [str(c) for c in a.classes]
     with_p = a.n_classes <= MAX_PROBABILITY_COLUMNS
     has_gold = analysis.gold is not None
-    header = ["task", "label", "confidence", "n_labels", "tie", "mv_label"]
+    header = ["task", "label", "confidence", "n_labels", "tie", "mv_label", "mv_tie"]
     if with_p:
         header += [f"p:{c}" for c in classes]
     if has_gold:
         header.append("gold")
     fields = _class_fields(classes)
     labels, confidence, mv, ties, probas = analysis.labels, analysis.confidence, analysis.mv_labels, analysis.ties, analysis.probas
+    mv_ties = analysis.mv_ties
     gold = _gold_codes(analysis, len(classes))
 
     def lines(lo, hi):
         pieces = [col.csv_fields(a.task_names[lo:hi]), col.take(fields, labels[lo:hi]), col.numbers(confidence[lo:hi]),
-                  col.numbers(a.answers_per_task[lo:hi]), col.booleans(ties[lo:hi]), col.take(fields, mv[lo:hi])]
+                  col.numbers(a.answers_per_task[lo:hi]), col.booleans(ties[lo:hi]), col.take(fields, mv[lo:hi]),
+                  col.booleans(mv_ties[lo:hi])]
         if with_p:
             pieces += [col.numbers(probas[lo:hi, c]) for c in range(len(classes))]
         if has_gold:
@@ -123,7 +125,8 @@ def write_disagreements(analysis, path: Path, limit: int | None = None) -> None:
             col.numbers(d.confidence_[rows]), col.numbers(d.entropy_[rows]), col.numbers(d.margin_[rows]),
             col.numbers(d.n_answers_[rows]),
             col.csv_fields(col.sparse_objects(votes.indptr, votes.indices, col.numbers(votes.data.astype(np.int64)), keys)),
-            col.booleans(d.tie_[rows]), col.take(fields, d.mv_label_[rows]), col.booleans(d.mv_disagrees_[rows]),
+            col.booleans(d.tie_[rows]), col.take(fields, d.mv_label_[rows]), col.booleans(d.mv_tie_[rows]),
+            col.booleans(d.mv_disagrees_[rows]),
             col.take(fields + [""], gold[rows]),
             pc.if_else(has_gold, "", col.booleans(d.contradicts_gold_[rows])),
         ]

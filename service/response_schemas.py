@@ -97,7 +97,8 @@ class SummaryCountsSchema(ma.Schema):
     duplicate_rows_collapsed = fields.Integer(required=True)
     conflicting_pairs = fields.Integer(required=True)
     duplicate_policy = fields.String(required=True)
-    tied_tasks = fields.Integer(required=True)
+    tied_tasks = fields.Integer(required=True, metadata={"description": "ties of the method's posteriors"})
+    majority_vote_tied_tasks = fields.Integer(required=True)
     tasks_where_model_overrules_majority_vote = fields.Integer(required=True)
     flagged_workers = fields.Nested(FlaggedWorkersSchema, required=True)
 
@@ -297,6 +298,7 @@ class ConsensusSchema(ma.Schema):
     n_labels = fields.Integer(required=True)
     tie = fields.Boolean(required=True)
     mv_label = declared_label(required=True, metadata={"description": "the majority vote"})
+    mv_tie = fields.Boolean(required=True, metadata={"description": "the majority vote was a tie (whatever the method)"})
     gold = declared_label(allow_none=True, metadata={"description": "present when the project has gold labels"})
 
 
@@ -376,6 +378,7 @@ class DisagreementSchema(ma.Schema):
     votes = count_map(required=True, metadata={"description": "label -> answers, labels with votes only"})
     tie = fields.Boolean(required=True)
     mv_label = declared_label(required=True)
+    mv_tie = fields.Boolean(required=True)
     mv_disagrees = fields.Boolean(required=True)
     gold = declared_label(required=True, allow_none=True)
     contradicts_gold = fields.Boolean(required=True, allow_none=True)

@@ -38,6 +38,7 @@ def consensus_json_rows(analysis, declared_labels: list) -> list[str]:
         ',"n_labels":', col.numbers(a.answers_per_task),
         ',"tie":', col.booleans(analysis.ties),
         ',"mv_label":', col.take(literals, analysis.mv_labels),
+        ',"mv_tie":', col.booleans(analysis.mv_ties),
     ]
     if analysis.gold is not None:
         codes = analysis.gold.codes

@@ -246,6 +246,26 @@ def test_header_only_gold_file_says_so(tmp_path, capsys):
     assert "gold.csv, line 2: no gold rows after the header" in capsys.readouterr().err
 
 
+def test_majority_vote_ties_are_reported_whatever_the_method(runs):
+    """weather_sentiment with Dawid-Skene: the tasks whose (deduplicated, last answer kept)
+    votes split evenly at the top, counted here from the raw file, are exactly the
+    mv_tie rows of consensus.csv and disagreements.csv, and the summary's count."""
+    last = {}
+    for task, worker, label in read_rows(WEATHER / "answers.csv"):
+        last[(task, worker)] = label
+    votes = defaultdict(lambda: defaultdict(int))
+    for (task, _), label in last.items():
+        votes[task][label] += 1
+    tied = {t for t, v in votes.items() if sorted(v.values())[-2:].count(max(v.values())) == 2}
+    assert tied  # the data set has some
+    out = ok(runs, "weather")
+    assert summary_of(out)["counts"]["majority_vote_tied_tasks"] == len(tied)
+    consensus = read_csv(out / "consensus.csv")[1]
+    assert {r["task"] for r in consensus if r["mv_tie"] == "true"} == tied
+    assert {r["task"] for r in read_csv(out / "disagreements.csv")[1] if r["mv_tie"] == "true"} == tied
+    assert f"majority vote tied on {len(tied)} tasks (dawid_skene: " in runs["weather"][0].stdout
+
+
 def test_duplicates_in_a_real_data_set(runs):
     rows = read_rows(WEATHER / "answers.csv")
     repeats = len(rows) - len({(t, w) for t, w, _ in rows})

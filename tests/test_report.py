@@ -76,4 +76,4 @@ def test_header_is_written_plainly(tmp_path):
     paths = write_tables(analyse(tricky_answers(), "majority_vote"), tmp_path)
     first = paths["consensus.csv"].read_text(encoding="utf-8").splitlines()[0]
     # classes in string order; Python's csv quoting rules
-    assert first == 'task,label,confidence,n_labels,tie,mv_label,"p:no, really","p:the ""third""",p:yes'
+    assert first == 'task,label,confidence,n_labels,tie,mv_label,mv_tie,"p:no, really","p:the ""third""",p:yes'
