@@ -72,10 +72,14 @@ class Settings:
     # of one delivery attempt.
     webhook_retry_intervals: tuple = (10, 60, 300, 1800, 7200)
     webhook_timeout_seconds: float = 10.0
-    # Redis client timeouts: a Redis that is down or stalled turns into a 503 after this
-    # long instead of a hung request.
-    redis_timeout_seconds: float = 5.0
-    redis_connect_timeout_seconds: float = 2.0
+    # Redis client timeouts of the API: a Redis that is down or stalled turns into a 503
+    # after this long instead of a hung request (and after the first one, at once: see
+    # service.app.RedisBreaker).  Not shorter: a reply also waits for the commands queued
+    # before it in Redis, and a 10,000-label ingestion script takes 0.1-0.2 s of Redis's
+    # time, so eight API threads sending such batches at once wait up to ~1.5 s.  The
+    # workers use a client of their own.
+    redis_timeout_seconds: float = 2.0
+    redis_connect_timeout_seconds: float = 0.5
     # Workers record a heartbeat of each running job this often; the API reports a job
     # as failed (worker lost) once its heartbeat is older than job_lost_seconds.
     job_heartbeat_seconds: int = 10

@@ -4,15 +4,21 @@ Every value can be changed through the environment (see deploy/crowdqc.env.examp
 
 import multiprocessing
 import os
+import selectors
 import shutil
+import socket
 import tempfile
+import time
+from concurrent import futures
+from functools import partial
+
+from gunicorn.workers.gthread import ThreadWorker
 
 bind = os.environ.get("CROWDQC_BIND", "0.0.0.0:8000")
 # The API is I/O bound on Redis; threads per process keep memory low while hiding Redis
 # round trips.  Aggregation never runs here: it runs in RQ workers.
 workers = int(os.environ.get("CROWDQC_API_PROCESSES", max(2, multiprocessing.cpu_count())))
 threads = int(os.environ.get("CROWDQC_API_THREADS", 4))
-worker_class = "gthread"
 # A 10,000-label batch is parsed and validated in well under a second; anything slower
 # is a stuck request.
 timeout = int(os.environ.get("CROWDQC_API_TIMEOUT", 30))
@@ -58,3 +64,70 @@ preload_app = True
 # machine (tests, `crowdqc serve` beside a deployment) would fight over it, and nothing
 # here uses it.
 control_socket_disable = True
+
+
+# -- the API's gunicorn worker ---------------------------------------------------------------
+
+# Request lines answered by the health lane (liveness only: /readyz needs Redis).
+_HEALTH_REQUESTS = (b"GET /healthz ", b"GET /healthz?", b"HEAD /healthz ", b"HEAD /healthz?")
+_PEEK = max(len(r) for r in _HEALTH_REQUESTS)
+
+
+def _peek(sock) -> bytes | None:
+    """The first bytes a client sent, left in the socket for the parser; None when nothing
+    has arrived yet."""
+    try:
+        return sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""  # the parser meets the same error and closes the connection
+
+
+class ApiWorker(ThreadWorker):
+    """gthread with a lane of its own for /healthz.
+
+    gthread hands each connection to one pool of ``threads`` threads in arrival order: with
+    Redis stalled, every thread waited on Redis and a liveness probe queued behind them (45 s
+    in an audit), so an orchestrator would restart healthy processes.  New connections
+    asking for /healthz go to a separate thread; new connections whose request has not
+    arrived yet wait in gthread's poller (not in a pool thread) until it has, so that it can
+    be told apart.
+    """
+
+    HEALTH_THREADS = 2
+
+    def get_thread_pool(self):
+        self.health_pool = futures.ThreadPoolExecutor(max_workers=self.HEALTH_THREADS, thread_name_prefix="healthz")
+        return super().get_thread_pool()
+
+    def enqueue_req(self, conn):
+        # Kept-alive connections may hold their next request in the parser's buffer, not in
+        # the socket: only new ones are looked at.  TLS bytes cannot be read this way.
+        if conn.initialized or self.cfg.is_ssl:
+            return super().enqueue_req(conn)
+        head = _peek(conn.sock)
+        if head is None:
+            self._wait_for_request(conn)
+        elif head.startswith(_HEALTH_REQUESTS):
+            fs = self.health_pool.submit(self.handle, conn)
+            fs.add_done_callback(lambda fut: self.method_queue.defer(self.finish_request, conn, fut))
+        else:
+            super().enqueue_req(conn)
+
+    def _wait_for_request(self, conn):
+        # gthread's own waiting room for connections without data (see finish_request);
+        # it closes them after the keep-alive timeout.
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + self.cfg.keepalive
+        self.pending_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            self.health_pool.shutdown(wait=False)
+
+
+worker_class = ApiWorker

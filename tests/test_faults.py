@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import ADMIN_TOKEN, bearer
-from procs import BIN, kill_pids, pids_with_env, proc_stat, processes, wait_until  # noqa: F401 - fixture
+from procs import BIN, free_port, kill_pids, pids_with_env, proc_stat, processes, wait_until  # noqa: F401 - fixture
 
 ADMIN = bearer(ADMIN_TOKEN)
 
@@ -305,6 +305,130 @@ def test_redis_outage_gives_503_and_recovers_without_restart(processes):
     assert r.status_code == 200 and r.get_json()["accepted"] == 1
     counts = client.get("/v1/projects/p", headers=reader).get_json()["counts"]
     assert counts["answers"] == 3  # the two from before the outage survived
+
+
+def _timed(fn):
+    t0 = time.monotonic()
+    try:
+        resp = fn()
+    except Exception as exc:  # noqa: BLE001 - a client timeout is a result here
+        resp = exc
+    return resp, time.monotonic() - t0
+
+
+def _is_json_503(resp) -> bool:
+    if getattr(resp, "status_code", None) != 503:
+        return False
+    err = resp.json()["error"]
+    return err["status"] == 503 and err["code"] == "service_unavailable" and "Redis" in err["message"]
+
+
+@pytest.mark.slow
+def test_breaker_lets_one_request_at_a_time_try_a_stalled_redis(processes):
+    """At the default timeouts, in one process: the first request waits out the timeout,
+    the next ones fail at once; when the breaker's interval is over, one request tries Redis
+    while the others go on failing fast; Redis resuming closes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.config import Settings
+
+    redis = processes.redis(conf=None, save="", appendonly="no")
+    app = app_on(redis.url, redis_timeout_seconds=Settings().redis_timeout_seconds,
+                 redis_connect_timeout_seconds=Settings().redis_connect_timeout_seconds)
+    breaker = app.extensions["crowdqc_redis"].breaker
+
+    def get(_=None):
+        return _timed(lambda: app.test_client().get("/v1/projects", headers=ADMIN))
+
+    assert get()[0].status_code == 200
+    redis.proc.kill_group(signal.SIGSTOP)
+    try:
+        first, waited = get()
+        assert first.status_code == 503 and 1.9 < waited < 2.5, waited  # one socket timeout, no retry
+        assert breaker.is_open
+        after = [get() for _ in range(20)]
+        assert all(r.status_code == 503 and s < 0.05 for r, s in after), [round(s, 3) for _, s in after]
+        time.sleep(breaker.open_seconds)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(get, range(8)))
+        waits = sorted(s for _, s in results)
+        assert all(r.status_code == 503 for r, _ in results)
+        assert waits[-1] > 1.9 and waits[-2] < 0.05, waits  # exactly one tried Redis
+    finally:
+        redis.proc.kill_group(signal.SIGCONT)
+    wait_until(lambda: get()[0].status_code == 200, 5, 0.05, "the breaker to close after SIGCONT")
+    assert not breaker.is_open
+
+
+@pytest.mark.slow
+def test_stalled_redis_fails_fast_under_gunicorn_at_default_settings(processes, tmp_path):
+    """Redis stopped with SIGSTOP accepts connections and never answers.  With the shipped
+    defaults (timeouts, API processes and threads) and more requests in flight than
+    gunicorn has threads, every request gets its JSON 503 quickly, /healthz answers at once
+    (a liveness probe must not restart API processes for Redis's sake), and the same
+    processes serve again once Redis resumes."""
+    requests = pytest.importorskip("requests")
+    from concurrent.futures import ThreadPoolExecutor
+
+    redis = processes.redis()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROWDQC_")}
+    env.update(REDIS_URL=redis.url, CROWDQC_ADMIN_TOKEN=ADMIN_TOKEN, CROWDQC_BIND=f"127.0.0.1:{port}",
+               PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"))
+    api = processes.start("api", [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "service.app:create_app()"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(base + "/readyz", timeout=2).status_code == 200, 30, 0.2, "the API under gunicorn")
+    def api_processes():
+        return sorted(p for p in pids_with_env([processes.mark]) if (st := proc_stat(p)) and st[1] == api.pid)
+
+    # CROWDQC_API_PROCESSES's default: the number of CPUs, at least 2 (docs/operations.md)
+    booted = wait_until(lambda: len(pids := api_processes()) == max(2, os.cpu_count()) and pids, 30, 0.1, "every API process")
+    threads = 4  # CROWDQC_API_THREADS's default (docs/operations.md, checked against the code)
+
+    r = requests.post(base + "/v1/projects", json={"id": "p", "labels": ["a", "b"]}, headers=ADMIN, timeout=10)
+    assert r.status_code == 201, r.text
+    writer = bearer(requests.post(base + "/v1/projects/p/keys", json={"role": "writer"}, headers=ADMIN, timeout=10).json()["key"])
+    assert requests.post(base + "/v1/projects/p/labels", json={"labels": [["t1", "w1", "a"]]}, headers=writer, timeout=10).status_code == 200
+
+    # Each call opens a connection of its own, so the requests spread over the processes.
+    calls = [
+        lambda: requests.get(base + "/v1/projects/p/consensus", headers=writer, timeout=60),
+        lambda: requests.post(base + "/v1/projects/p/labels", json={"labels": [["t2", "w1", "b"]]}, headers=writer, timeout=60),
+        lambda: requests.get(base + "/v1/projects", headers=ADMIN, timeout=60),
+        lambda: requests.get(base + "/v1/projects/p", headers=writer, timeout=60),
+    ]
+    in_flight = 2 * len(booted) * threads  # twice what the thread pools hold
+    pool = ThreadPoolExecutor(in_flight + 1)
+    redis.proc.kill_group(signal.SIGSTOP)
+    try:
+        for round_ in ("stalled", "still stalled"):
+            futures = [pool.submit(_timed, calls[i % len(calls)]) for i in range(in_flight)]
+            time.sleep(0.2)  # they are in gunicorn's hands (or its queue) now
+            health, health_s = _timed(lambda: requests.get(base + "/healthz", timeout=30))
+            results = [f.result() for f in futures]
+            assert getattr(health, "status_code", health) == 200, (round_, health)
+            assert health_s < 1.0, f"{round_}: /healthz took {health_s:.2f} s"
+            bad = [(resp, round(s, 2)) for resp, s in results if not _is_json_503(resp)]
+            assert not bad, (round_, bad[:3])
+            times = sorted(s for _, s in results)
+            slowest = times[-1]
+            assert slowest < 3, f"{round_}: the slowest request got its 503 after {slowest:.2f} s"
+            if round_ == "still stalled":
+                # Redis is known to be down: the breaker answers, no timeout is waited out
+                # (but by the one request per process that tries Redis again).
+                assert times[-3] < 0.5, times
+            print(f"{round_}: {len(results)} requests, slowest 503 after {slowest:.2f} s, /healthz {health_s:.3f} s")
+        ready, ready_s = _timed(lambda: requests.get(base + "/readyz", timeout=30))
+        assert ready.status_code == 503 and ready_s < 3
+    finally:
+        redis.proc.kill_group(signal.SIGCONT)
+        pool.shutdown()
+    # Same processes, no restart: ready again, and writes go through.
+    wait_until(lambda: requests.get(base + "/readyz", timeout=5).status_code == 200, 10, 0.1, "readiness after SIGCONT")
+    r = requests.post(base + "/v1/projects/p/labels", json={"labels": [["t3", "w1", "a"]]}, headers=writer, timeout=10)
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    assert api.alive()
+    assert api_processes() == booted
 
 
 def test_redis_out_of_memory_gives_503_stores_nothing_and_recovers(processes):
