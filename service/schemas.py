@@ -371,38 +371,3 @@ class WebhookCreateSchema(ma.Schema):
     def _target(self, data, **kwargs):
         if "task.confidence_reached" in (data.get("events") or []) and data.get("confidence_target") is None:
             raise ma.ValidationError("required with the task.confidence_reached event", "confidence_target")
-
-
-class WebhookDeliverySchema(ma.Schema):
-    event = fields.String()
-    type = fields.String()
-    status = fields.String(metadata={"description": "delivered, retrying or failed"})
-    http_status = fields.Integer(allow_none=True)
-    attempt = fields.Integer()
-    error = fields.String(allow_none=True)
-    at = fields.String()
-
-
-class WebhookSchema(ma.Schema):
-    id = fields.String()
-    url = fields.String()
-    events = fields.List(fields.String())
-    confidence_target = fields.Float(allow_none=True)
-    created_at = fields.String()
-    last_delivery = fields.Nested(WebhookDeliverySchema, allow_none=True)
-
-
-class WebhookCreatedSchema(WebhookSchema):
-    secret = fields.String(metadata={"description": "the signing secret, shown in this response only"})
-
-
-class WebhookCreatedEnvelopeSchema(ma.Schema):
-    webhook = fields.Nested(WebhookCreatedSchema)
-
-
-class WebhookEnvelopeSchema(ma.Schema):
-    webhook = fields.Nested(WebhookSchema)
-
-
-class WebhookListSchema(ma.Schema):
-    items = fields.List(fields.Nested(WebhookSchema))

@@ -26,16 +26,16 @@ class ApiError(Exception):
 
 
 class ErrorBodySchema(ma.Schema):
-    status = ma.fields.Integer()
-    code = ma.fields.String()
-    message = ma.fields.String()
-    details = ma.fields.List(ma.fields.Dict())
+    status = ma.fields.Integer(required=True)
+    code = ma.fields.String(required=True)
+    message = ma.fields.String(required=True)
+    details = ma.fields.List(ma.fields.Dict(), metadata={"description": "{path, message, index?, field?} per problem"})
 
 
 class ErrorSchema(ma.Schema):
     """Documentation of the error body."""
 
-    error = ma.fields.Nested(ErrorBodySchema)
+    error = ma.fields.Nested(ErrorBodySchema, required=True)
 
 
 _CODES = {
