@@ -2,6 +2,7 @@
 
 Every value can be changed through the environment (see deploy/crowdqc.env.example)."""
 
+import json
 import multiprocessing
 import os
 import selectors
@@ -12,6 +13,7 @@ import time
 from concurrent import futures
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 bind = os.environ.get("CROWDQC_BIND", "0.0.0.0:8000")
@@ -84,8 +86,22 @@ def _peek(sock) -> bytes | None:
         return b""  # the parser meets the same error and closes the connection
 
 
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own error responses (request line or a header too long, a malformed
+    request) in the API's one error shape, instead of gunicorn's HTML page: clients parse
+    every error the same way."""
+    from service.api.errors import _CODES
+
+    code = _CODES.get(status_int) or "_".join(reason.lower().replace("-", " ").split())
+    body = json.dumps({"error": {"status": status_int, "code": code, "message": mesg or reason.lower()}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
 class ApiWorker(ThreadWorker):
-    """gthread with a lane of its own for /healthz.
+    """gthread with a lane of its own for /healthz, and gunicorn's errors as JSON
+    (write_json_error).
 
     gthread hands each connection to one pool of ``threads`` threads in arrival order: with
     Redis stalled, every thread waited on Redis and a liveness probe queued behind them (45 s
@@ -96,6 +112,12 @@ class ApiWorker(ThreadWorker):
     """
 
     HEALTH_THREADS = 2
+
+    def init_process(self):
+        # Every error gunicorn answers by itself is written by this one function (in the
+        # worker processes only: the master writes no responses).
+        util.write_error = write_json_error
+        super().init_process()
 
     def get_thread_pool(self):
         self.health_pool = futures.ThreadPoolExecutor(max_workers=self.HEALTH_THREADS, thread_name_prefix="healthz")

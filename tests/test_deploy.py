@@ -4,8 +4,10 @@ deploy/compose.yaml gives it; a full flow through them over HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import uuid
 
 import pytest
@@ -161,3 +163,59 @@ def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
 def _finished(job: dict):
     job = job.get("job", job)
     return job if job.get("status") in ("finished", "failed") else None
+
+
+def start_api(processes, tmp_path, redis, **env):
+    """The API as compose runs it (deploy/gunicorn.conf.py), on a free loopback port."""
+    port = free_port()
+    full = {**os.environ, "REDIS_URL": redis.url, "CROWDQC_BIND": f"127.0.0.1:{port}",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), **env}
+    api = processes.start("api", compose_commands()["api"], env=full)
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(base + "/readyz", timeout=2).status_code == 200, 30, 0.2, "the API under gunicorn")
+    return api, base, port
+
+
+def raw_request(port: int, data: bytes) -> tuple[str, dict, bytes]:
+    """Send bytes as they are (no client library fixing them up); (status line, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}, body
+
+
+@pytest.mark.slow
+def test_gunicorn_own_errors_have_the_json_error_shape(processes, tmp_path):
+    """Requests gunicorn refuses before the app sees them (request line or header too long,
+    a malformed request line) get the API's one error shape, not gunicorn's HTML page."""
+    redis = processes.redis(conf=None, save="", appendonly="no")
+    _, base, port = start_api(processes, tmp_path, redis)
+    cases = {
+        "long URL": (414, "uri_too_long", b"GET /v1/projects?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        "long header": (431, "request_header_fields_too_large",
+                        b"GET /v1/projects HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n"),
+        "bad request line": (400, "bad_request", b"NOT-HTTP\r\n\r\n"),
+    }
+    for name, (status, code, data) in cases.items():
+        line, headers, body = raw_request(port, data)
+        assert line.startswith(f"HTTP/1.1 {status} "), (name, line, body[:200])
+        assert headers["content-type"] == "application/json", (name, headers)
+        assert int(headers["content-length"]) == len(body)
+        err = json.loads(body)
+        assert set(err) == {"error"} and err["error"]["status"] == status and err["error"]["code"] == code, (name, err)
+        assert isinstance(err["error"]["message"], str) and err["error"]["message"], name
+        assert b"<html" not in body
+    # Through a client library too, and the app's own errors are unchanged.
+    r = requests.get(base + "/v1/projects", params={"q": "x" * 9000}, timeout=10)
+    assert r.status_code == 414 and r.json()["error"]["code"] == "uri_too_long"
+    r = requests.get(base + "/nowhere", timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == {"status": 404, "code": "not_found", "message": "no such resource"}
+    # The liveness probe, answered by its own lane, is the app's ordinary answer.
+    r = requests.get(base + "/healthz", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ok"} and r.headers["X-Request-ID"]
+    line, headers, body = raw_request(port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert line.startswith("HTTP/1.1 200 ") and body == b""
