@@ -3,9 +3,9 @@
 Request metrics live in this process (prometheus_client; under gunicorn, set
 ``PROMETHEUS_MULTIPROC_DIR`` and every API process writes to files that one scrape adds
 up).  Job metrics cannot: a job runs in a short-lived work horse forked by an RQ worker,
-possibly on another machine, so job outcomes and durations are counted in Redis by the job
-itself (:func:`record_job_outcome`, exactly once per job) and read back at scrape time,
-together with the queue depth.
+possibly on another machine, so job outcomes and durations are counted in Redis, by kind, by
+the worker (service.worker.CrowdqcWorker, through :func:`record_job_outcome`, exactly once
+per job) and read back at scrape time, together with the queue depth.
 """
 
 from __future__ import annotations
@@ -46,7 +46,16 @@ ANSWERS = Counter(
 
 # Job durations: Redis-side histogram buckets (seconds).
 JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
-JOB_OUTCOMES = ("finished", "failed", "lost")
+# lost: the worker died; retried: a run failed and the job was queued again (a job is
+# counted once as finished, failed or lost, and once per retried run).
+JOB_OUTCOMES = ("finished", "failed", "lost", "retried")
+# The kind of a job, by the function RQ runs.
+JOB_KINDS = {
+    "service.jobs.run_aggregation": "aggregation",
+    "service.imports.run_import": "import",
+    "service.webhooks.deliver": "webhook_delivery",
+    "service.label_studio_inbox.drain": "label_studio_drain",
+}
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("crowdqc_request_id", default=None)
 
@@ -248,22 +257,29 @@ class RedisCollector:
             return
         up.add_metric([], 1)
         yield up
-        jobs = CounterMetricFamily("crowdqc_jobs", "Aggregation jobs by outcome (lost: the worker died)", labels=["outcome"])
-        outcomes = {k.decode(): int(v) for k, v in outcomes.items()}
-        for outcome in JOB_OUTCOMES:
-            jobs.add_metric([outcome], outcomes.get(outcome, 0))
+        jobs = CounterMetricFamily("crowdqc_jobs", "Jobs by kind (aggregation, import, webhook_delivery, label_studio_drain) "
+                                   "and outcome (lost: the worker died; retried: a run failed, the job was queued again)",
+                                   labels=["kind", "outcome"])
+        counts = _by_kind(outcomes)
+        for kind in _kinds(counts):
+            for outcome in JOB_OUTCOMES:
+                jobs.add_metric([kind, outcome], int(counts.get(kind, {}).get(outcome, 0)))
         yield jobs
-        durations = {k.decode(): float(v) for k, v in durations.items()}
-        buckets, cum = [], 0.0
-        for b in JOB_BUCKETS:
-            cum += durations.get(f"b:{b:g}", 0.0)
-            buckets.append((f"{b:g}", cum))
-        cum += durations.get("b:+Inf", 0.0)
-        buckets.append(("+Inf", cum))
-        hist = HistogramMetricFamily("crowdqc_job_duration_seconds", "Duration of finished and failed aggregation jobs")
-        hist.add_metric([], buckets, sum_value=durations.get("sum", 0.0))
+        hist = HistogramMetricFamily("crowdqc_job_duration_seconds", "Duration of job runs that ended (finished, failed or "
+                                     "retried), by kind", labels=["kind"])
+        durations = _by_kind(durations)
+        for kind in _kinds(durations):
+            seen = durations.get(kind, {})
+            buckets, cum = [], 0.0
+            for b in JOB_BUCKETS:
+                cum += float(seen.get(f"b:{b:g}", 0.0))
+                buckets.append((f"{b:g}", cum))
+            cum += float(seen.get("b:+Inf", 0.0))
+            buckets.append(("+Inf", cum))
+            hist.add_metric([kind], buckets, sum_value=float(seen.get("sum", 0.0)))
         yield hist
-        depth = GaugeMetricFamily("crowdqc_queue_jobs", "Aggregation jobs in the queue by state", labels=["state"])
+        depth = GaugeMetricFamily("crowdqc_queue_jobs", "Jobs of every kind (aggregations, imports, webhook deliveries, "
+                                  "Label Studio drains) in the queue's registries, by state", labels=["state"])
         for state, n in (("queued", queued), ("scheduled", scheduled), ("started", started), ("failed", failed)):
             depth.add_metric([state], int(n))
         yield depth
@@ -271,19 +287,53 @@ class RedisCollector:
         yield GaugeMetricFamily("crowdqc_redis_used_memory_bytes", "Redis used_memory", value=int(mem.get("used_memory", 0)))
 
 
-def record_job_outcome(client, prefix: str, job_id: str, outcome: str, seconds: float | None) -> bool:
-    """Count one job's outcome in Redis, exactly once per job whoever reports it first (the
-    job itself, RQ's failure callback, or the API noticing a lost worker).  Best effort:
-    metrics never fail a job."""
+def _by_kind(fields: dict) -> dict[str, dict[str, str]]:
+    """Redis hash fields ``kind/name`` -> {kind: {name: value}}.  Fields without a kind were
+    written before jobs had kinds, when only aggregations were counted."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in fields.items():
+        kind, _, name = key.decode().rpartition("/")
+        out.setdefault(kind or "aggregation", {})[name] = value
+    return out
+
+
+def _kinds(seen: dict) -> list[str]:
+    return list(dict.fromkeys([*JOB_KINDS.values(), *sorted(seen)]))
+
+
+def job_kind(func_name: str | None) -> str:
+    return JOB_KINDS.get(func_name or "", "other")
+
+
+def _recorded_kind(client, prefix: str, job_id: str) -> str:
+    # Callers that do not say (service/jobs.py) report aggregations, or lost imports, which
+    # share the job records (their record says kind "import").
+    from .store import Store
+
     try:
-        if not client.set(f"{prefix}jobcount:{job_id}", outcome, nx=True, ex=7 * 86400):
+        record = Store(client, prefix).get_job(job_id) or {}
+    except Exception:  # noqa: BLE001
+        record = {}
+    return "import" if record.get("kind") == "import" else "aggregation"
+
+
+def record_job_outcome(client, prefix: str, job_id: str, outcome: str, seconds: float | None, kind: str | None = None,
+                       run: str | None = None) -> bool:
+    """Count one job's outcome in Redis under its kind: exactly once per job for finished,
+    failed and lost, whoever reports it first (the worker, the job itself, RQ's failure
+    callback or registry cleanup, or the API noticing a lost worker); once per ``run`` for
+    retried.  Best effort: metrics never fail a job."""
+    try:
+        once = f"{prefix}jobcount:{job_id}" + (f":{run}" if outcome == "retried" else "")
+        if not client.set(once, outcome, nx=True, ex=7 * 86400):
             return False
+        kind = kind or _recorded_kind(client, prefix, job_id)
         p = client.pipeline(transaction=True)
-        p.hincrby(_jobs_key(prefix), outcome, 1)
+        p.hincrby(_jobs_key(prefix), f"{kind}/{outcome}", 1)
         if seconds is not None:
             bucket = next((f"{b:g}" for b in JOB_BUCKETS if seconds <= b), "+Inf")
-            p.hincrby(_durations_key(prefix), f"b:{bucket}", 1)
-            p.hincrbyfloat(_durations_key(prefix), "sum", float(seconds))
+            p.hincrby(_durations_key(prefix), f"{kind}/b:{bucket}", 1)
+            p.hincrbyfloat(_durations_key(prefix), f"{kind}/sum", float(seconds))
         p.execute()
         return True
     except Exception:  # noqa: BLE001

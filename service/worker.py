@@ -55,9 +55,46 @@ def _bind_to_parent(parent: int) -> None:
 
 
 class CrowdqcWorker(Worker):
-    """RQ's forking worker whose work horses do not outlive it.  Elsewhere than on Linux
-    (no PDEATHSIG), the jobs themselves check :func:`orphaned` while they run and before
-    they publish."""
+    """RQ's forking worker whose work horses do not outlive it (elsewhere than on Linux, no
+    PDEATHSIG: the jobs themselves check :func:`orphaned` while they run and before they
+    publish), and the one place that counts jobs of every kind by outcome for /metrics."""
+
+    def __init__(self, *args, key_prefix: str = "crowdqc:", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key_prefix = key_prefix
+        # Also called by RQ's registry cleanup for jobs abandoned by a dead worker.
+        self.push_exc_handler(self._count_abandoned)
+
+    # -- job metrics: RQ calls these in the work horse, or in the worker when the horse died
+    def _count(self, job, outcome: str, run: str | None = None) -> None:
+        from .observability import job_kind, record_job_outcome
+
+        seconds = None
+        if outcome != "lost" and job.started_at and job.ended_at:
+            seconds = max(0.0, (job.ended_at - job.started_at).total_seconds())
+        # The prefix of the API that queued the job, which is the one its /metrics reads.
+        prefix = (job.kwargs or {}).get("prefix") or self.key_prefix
+        record_job_outcome(self.connection, prefix, job.id, outcome, seconds, kind=job_kind(job.func_name), run=run)
+
+    def handle_job_success(self, job, queue, started_job_registry, execution):
+        super().handle_job_success(job, queue, started_job_registry, execution)
+        self._count(job, "finished")
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        # Decided as RQ decides it inside, before the call changes the job.
+        retried = job.should_retry and self._stopped_job_id != job.id
+        run = str(job.retries_left)
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
+                                   execution=execution)
+        self._count(job, "retried" if retried else "failed", run=run)
+
+    def _count_abandoned(self, job, exc_type, exc_value, tb):
+        from rq.exceptions import AbandonedJobError
+
+        if exc_type is AbandonedJobError or isinstance(exc_value, AbandonedJobError):
+            retried = bool(job.retries_left and job.retries_left > 0)
+            self._count(job, "retried" if retried else "lost", run=str(job.retries_left))
+        return True  # let the next handlers run (RQ's default one moves the job to failed)
 
     def fork_work_horse(self, job, queue):
         self._crowdqc_parent = os.getpid()
@@ -123,7 +160,8 @@ def main(argv=None) -> int:
     # job_monitoring_interval: how often the running job's heartbeat is written; the API
     # reports the job as failed once it is older than CROWDQC_JOB_LOST_SECONDS.
     worker = CrowdqcWorker(
-        [queue], connection=connection, serializer=JSONSerializer, job_monitoring_interval=max(1, settings.job_heartbeat_seconds)
+        [queue], connection=connection, serializer=JSONSerializer, job_monitoring_interval=max(1, settings.job_heartbeat_seconds),
+        key_prefix=settings.key_prefix,
     )
     worker.work(burst=args.burst, with_scheduler=not args.no_scheduler, logging_level=args.log_level.upper())
     return 0

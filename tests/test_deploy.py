@@ -147,7 +147,7 @@ def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
         return text if "crowdqc_workers 2.0" in text else None
 
     text = wait_until(scrape, 20, 0.2, "both workers in /metrics")
-    assert 'crowdqc_jobs_total{outcome="finished"} 1.0' in text
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
     assert 'crowdqc_answers_ingested_total{outcome="accepted"} 180.0' in text
     assert re.search(r'crowdqc_http_requests_total\{method="POST",route="/v1/projects/<project_id>/labels",status="200"\} 1\.0', text)
     assert "crowdqc_http_request_duration_seconds_bucket" in text

@@ -189,8 +189,8 @@ def test_worker_killed_mid_aggregation(processes):
     assert v3 > v1 and len(rows) == 3000
 
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in text
-    assert 'crowdqc_jobs_total{outcome="finished"} 2.0' in text
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in text
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 2.0' in text
 
     # RQ's own abandoned-job handling later finds the same job; it must not count it twice
     # nor change the reason already reported.
@@ -198,7 +198,7 @@ def test_worker_killed_mid_aggregation(processes):
 
     StartedJobRegistry(queue=app.extensions["crowdqc_jobs"].queue).cleanup(timestamp=time.time() + 3600)
     assert client.get(slow, headers=reader).get_json()["job"]["reason"] == job["reason"]
-    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
 
 
 @pytest.mark.slow
@@ -221,6 +221,45 @@ def test_scheduler_stops_with_its_worker_and_frees_the_lock(processes):
     # SIGTERM, not SIGKILL: it released the lock, so another worker's scheduler takes over
     # at once instead of after the lock's 61 s expiry.
     assert not redis.client().exists(lock)
+
+
+@pytest.mark.slow
+def test_a_job_of_another_kind_abandoned_by_a_killed_worker_is_counted_lost(processes):
+    """A webhook delivery hangs on a receiver that never answers; its worker is killed.  RQ's
+    registry cleanup (any worker's maintenance) finds the job abandoned, and the worker
+    class's handler counts it as a lost webhook delivery."""
+    import socket
+
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from service.worker import CrowdqcWorker
+
+    redis = processes.redis(conf=None, save="", appendonly="no")
+    app = app_on(redis.url, webhook_retry_intervals=(), webhook_timeout_seconds=60.0)
+    client = app.test_client()
+    writer, _ = make_project(client)
+    with socket.socket() as silent:  # connections complete in the backlog; nothing is ever read
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        r = client.post("/v1/projects/p/webhooks", json={"url": url, "events": ["aggregation.finished"]}, headers=writer)
+        assert r.status_code == 201, r.get_json()
+        assert client.post("/v1/projects/p/labels", json={"labels": [["t1", "w1", "a"]]}, headers=writer).status_code == 200
+        r = client.post("/v1/projects/p/aggregations", json={"method": "majority_vote"}, headers=writer)
+        worker = processes.start("worker", [str(BIN / "crowdqc"), "worker", "--no-scheduler"], env={**os.environ, "REDIS_URL": redis.url})
+        assert _wait_job(client, r.headers["Location"], writer, 60)["status"] == "finished"
+        queue = app.extensions["crowdqc_jobs"].queue
+        started = StartedJobRegistry(queue=queue)
+        delivery = wait_until(lambda: started.get_job_ids(), 20, 0.1, "the delivery to start")
+        worker.kill_group(signal.SIGKILL)
+        worker.popen.wait(5)
+        cleaner = CrowdqcWorker([queue], connection=queue.connection, serializer=JSONSerializer, key_prefix="crowdqc:")
+        started.cleanup(timestamp=time.time() + 3600, exception_handlers=cleaner._exc_handlers)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'crowdqc_jobs_total{kind="webhook_delivery",outcome="lost"} 1.0' in text, delivery
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
+    assert 'crowdqc_jobs_total{kind="webhook_delivery",outcome="failed"} 0.0' in text
 
 
 @pytest.mark.parametrize("where", ["during EM", "before publishing"])
@@ -249,7 +288,7 @@ def test_orphaned_work_horse_fails_its_job_and_never_publishes(client, project, 
     after = client.get("/v1/projects/orph/consensus", query_string={"limit": 1000}, headers=p["reader"]).get_json()
     assert after == before and after["version"] == 1
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'crowdqc_jobs_total{outcome="lost"} 1.0' in text and 'crowdqc_jobs_total{outcome="finished"} 1.0' in text
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in text and 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
 
 
 # -- (c) Redis outage ------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_job_metrics_and_queue_depth(client, project, admin, run_jobs):
     assert val(m, "crowdqc_redis_up") == 1
     for state in ("queued", "scheduled", "started", "failed"):
         assert val(m, "crowdqc_queue_jobs", state=state) == 0, state
-    assert val(m, "crowdqc_jobs_total", outcome="finished") == 0
+    assert val(m, "crowdqc_jobs_total", kind="aggregation", outcome="finished") == 0
 
     client.post("/v1/projects/m2/aggregations", json={"method": "majority_vote"}, headers=p["writer"])
     client.post("/v1/projects/m2/aggregations", json={"method": "wawa"}, headers=p["writer"])
@@ -109,20 +109,90 @@ def test_job_metrics_and_queue_depth(client, project, admin, run_jobs):
     m = scrape(client)
     assert val(m, "crowdqc_queue_jobs", state="queued") == 0
     assert val(m, "crowdqc_queue_jobs", state="scheduled") == 1
-    assert val(m, "crowdqc_jobs_total", outcome="finished") == 2
-    assert val(m, "crowdqc_jobs_total", outcome="failed") == 0
-    assert val(m, "crowdqc_job_duration_seconds_count") == 2
-    assert val(m, "crowdqc_job_duration_seconds_bucket", le="+Inf") == 2
-    assert 0 < val(m, "crowdqc_job_duration_seconds_sum") < 60
+    assert val(m, "crowdqc_jobs_total", kind="aggregation", outcome="finished") == 2
+    assert val(m, "crowdqc_jobs_total", kind="aggregation", outcome="failed") == 0
+    assert val(m, "crowdqc_job_duration_seconds_count", kind="aggregation") == 2
+    assert val(m, "crowdqc_job_duration_seconds_bucket", kind="aggregation", le="+Inf") == 2
+    assert 0 < val(m, "crowdqc_job_duration_seconds_sum", kind="aggregation") < 60
 
     # A job whose project is deleted before it runs fails, with its duration counted.
     client.post("/v1/projects/m2/aggregations", json={"method": "majority_vote"}, headers=p["writer"])
     assert client.delete("/v1/projects/m2", headers=admin).status_code == 204
     run_jobs(with_scheduler=False)
     m = scrape(client)
-    assert val(m, "crowdqc_jobs_total", outcome="failed") == 1
+    assert val(m, "crowdqc_jobs_total", kind="aggregation", outcome="failed") == 1
     assert val(m, "crowdqc_queue_jobs", state="failed") == 1
-    assert val(m, "crowdqc_job_duration_seconds_count") == 3
+    assert val(m, "crowdqc_job_duration_seconds_count", kind="aggregation") == 3
+
+
+def test_every_job_kind_is_counted_by_kind_and_outcome(make_app, admin, namespace):
+    """Aggregations, imports, webhook deliveries and Label Studio drains, run by the real
+    `crowdqc worker`: each counted under its kind and outcome, each run's duration in its
+    kind's histogram, and the queue depth covering them all."""
+    import os
+    import subprocess
+
+    from procs import BIN
+
+    from conftest import REDIS_URL
+
+    # One retry of a failed delivery, at once: the burst worker runs it too.
+    client = make_app(webhook_retry_intervals=(0,)).test_client()
+    assert client.post("/v1/projects", json={"id": "k", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    # Nothing listens on port 1: each delivery attempt fails.
+    r = client.post("/v1/projects/k/webhooks", json={"url": "http://127.0.0.1:1/hook", "events": ["aggregation.finished"]},
+                    headers=admin)
+    assert r.status_code == 201, r.get_json()
+    rows = {"labels": [["t1", "w1", "a"], ["t1", "w2", "a"], ["t2", "w1", "b"]]}
+    assert client.post("/v1/projects/k/labels", json=rows, headers=admin).status_code == 200
+    assert client.post("/v1/projects/k/aggregations", json={"method": "majority_vote"}, headers=admin).status_code == 202
+    csv = {"Content-Type": "text/csv"}
+    assert client.post("/v1/projects/k/imports", data="task,worker,label\nt3,w1,a\n", headers={**admin, **csv}).status_code == 202
+    # an undeclared label: the import job fails
+    assert client.post("/v1/projects/k/imports", data="task,worker,label\nt4,w1,zzz\n", headers={**admin, **csv}).status_code == 202
+    r = client.post("/v1/projects/k/integrations/label-studio", json={}, headers=admin)
+    assert r.status_code == 201, r.get_json()
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": 3},
+             "task": {"id": 9, "data": {"text": "x"}},
+             "annotation": {"id": 90, "task": 9, "completed_by": 7, "was_cancelled": False, "ground_truth": False,
+                            "result": [{"from_name": "choice", "to_name": "text", "type": "choices", "value": {"choices": ["a"]}}]}}
+    r = client.post("/v1/projects/k/integrations/label-studio/webhook", json=event,
+                    headers={"X-Crowdqc-Webhook-Secret": r.get_json()["label_studio"]["secret"]})
+    assert r.status_code == 202, r.get_json()
+    m = scrape(client)
+    assert val(m, "crowdqc_queue_jobs", state="queued") == 4  # aggregation, two imports, one drain
+
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "CROWDQC_KEY_PREFIX": namespace["key_prefix"],
+           "CROWDQC_QUEUE": namespace["queue_name"]}
+    done = subprocess.run([str(BIN / "crowdqc"), "worker", "--burst", "--no-scheduler"], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    m = scrape(client)
+    expected = {
+        ("aggregation", "finished"): 1,
+        ("import", "finished"): 1,
+        ("import", "failed"): 1,
+        ("webhook_delivery", "retried"): 1,
+        ("webhook_delivery", "failed"): 1,
+        ("label_studio_drain", "finished"): 1,
+    }
+    counted = {(dict(k[1])["kind"], dict(k[1])["outcome"]): v for k, v in m.items() if k[0] == "crowdqc_jobs_total" and v}
+    assert counted == expected
+    # every kind and outcome is reported, zeros included, so that rate() has a series
+    for kind in ("aggregation", "import", "webhook_delivery", "label_studio_drain"):
+        for outcome in ("finished", "failed", "lost", "retried"):
+            assert ("crowdqc_jobs_total", frozenset({"kind": kind, "outcome": outcome}.items())) in m, (kind, outcome)
+    # one duration per run that ended (both attempts of the delivery)
+    runs = {"aggregation": 1, "import": 2, "webhook_delivery": 2, "label_studio_drain": 1}
+    for kind, n in runs.items():
+        assert val(m, "crowdqc_job_duration_seconds_count", kind=kind) == n, kind
+        assert val(m, "crowdqc_job_duration_seconds_bucket", kind=kind, le="+Inf") == n, kind
+        assert 0 < val(m, "crowdqc_job_duration_seconds_sum", kind=kind) < 60, kind
+    assert val(m, "crowdqc_queue_jobs", state="queued") == 0
+    assert val(m, "crowdqc_queue_jobs", state="failed") == 2  # the bad import, the undeliverable event
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    assert "imports, webhook deliveries, Label Studio drains" in families["crowdqc_queue_jobs"].documentation
 
 
 def test_request_id_in_header_and_in_the_log_line(client, project, capsys):
