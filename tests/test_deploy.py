@@ -9,10 +9,14 @@ import os
 import re
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from procs import BIN, ROOT, free_port, processes, wait_until  # noqa: F401 - fixture
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from procs import BIN, ROOT, free_port, proc_stat, processes, wait_until  # noqa: F401 - fixture
 
 requests = pytest.importorskip("requests")
 yaml = pytest.importorskip("yaml")
@@ -141,12 +145,45 @@ def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
     r = s.post(base + "/v1/projects/deploy/labels", data=chunks(), headers={**w_h, "Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 413, r.text
 
-    # Metrics add up over both gunicorn processes; job metrics come from Redis.
+    # Metrics add up over both gunicorn processes.  A kept-alive session always reaches the
+    # same process: these requests come several at a time, each on a connection of its own,
+    # until both processes have served some (their metric files say so).
+    project_200 = {"method": "GET", "route": "/v1/projects/<project_id>", "status": "200"}
+    api_pids = {p for p in processes.strays() if (st := proc_stat(p)) and st[1] == api.pid}
+    assert len(api_pids) == 2
+
+    def served_by_process() -> dict[int, float]:
+        out = {}
+        for f in (tmp_path / "prom").glob("counter_*.db"):
+            for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
+                _, name, labels, _ = json.loads(key)
+                if name == "crowdqc_http_requests_total" and labels == project_200:
+                    pid = int(f.stem.split("_")[1])
+                    out[pid] = out.get(pid, 0) + value
+        return out
+
+    def fresh_get(_):
+        return requests.get(base + "/v1/projects/deploy", headers={**r_h, "Connection": "close"}, timeout=10).status_code
+
+    sent = 0
+    with ThreadPoolExecutor(8) as pool:
+        while len(served_by_process()) < 2 and sent < 400:
+            assert list(pool.map(fresh_get, range(16))) == [200] * 16
+            sent += 16
+    by_process = served_by_process()
+    assert set(by_process) == api_pids and all(n > 0 for n in by_process.values()), by_process
+    assert sum(by_process.values()) == sent
+
+    # Job metrics come from Redis.
     def scrape():
         text = s.get(base + "/metrics", timeout=5).text
         return text if "crowdqc_workers 2.0" in text else None
 
     text = wait_until(scrape, 20, 0.2, "both workers in /metrics")
+    scraped = {(x.name, frozenset(x.labels.items())): x.value for m in text_string_to_metric_families(text) for x in m.samples}
+    # exactly what was sent, which no single process served alone
+    assert scraped[("crowdqc_http_requests_total", frozenset(project_200.items()))] == sent
+    assert max(by_process.values()) < sent
     assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
     assert 'crowdqc_answers_ingested_total{outcome="accepted"} 180.0' in text
     assert re.search(r'crowdqc_http_requests_total\{method="POST",route="/v1/projects/<project_id>/labels",status="200"\} 1\.0', text)
