@@ -164,7 +164,7 @@ class Processes:
             for k, v in settings.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
             proc = self.start(f"redis-{chosen}", argv)
-            r = RedisProc(proc, chosen, where)
+            r = RedisProc(proc, chosen, where, password=overrides.get("requirepass"))
             self.redis_urls.append(r.url)
             # Other test sessions start servers on free ports too: between free_port() and
             # the bind, another may take the port, and a ping would reach *its* Redis.
@@ -192,17 +192,19 @@ class Processes:
 
 
 class RedisProc:
-    def __init__(self, proc: Proc, port: int, data_dir: Path):
-        self.proc, self.port, self.data_dir = proc, port, data_dir
+    def __init__(self, proc: Proc, port: int, data_dir: Path, password: str | None = None):
+        self.proc, self.port, self.data_dir, self.password = proc, port, data_dir, password
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self, **kw):
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2, **kw)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, socket_connect_timeout=2,
+                           password=self.password, **kw)
 
     def server_pid(self) -> int:
         c = self.client()

@@ -22,8 +22,12 @@ requests = pytest.importorskip("requests")
 yaml = pytest.importorskip("yaml")
 
 
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+
+
 def compose_commands() -> dict[str, list[str]]:
-    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    services = compose()["services"]
     out = {}
     for name in ("api", "worker"):
         argv = list(services[name]["command"])
@@ -33,19 +37,139 @@ def compose_commands() -> dict[str, list[str]]:
     return out
 
 
-def test_compose_and_env_example_agree_with_settings():
-    """Every setting of service/config.py is documented in deploy/crowdqc.env.example."""
-    from service.config import Settings  # noqa: F401
+def interpolate(value: str, variables: dict) -> str:
+    """Compose's ${NAME}, ${NAME:?message} and $$, for the values the tests use."""
+    def one(m):
+        name, _, rest = m.group(1).partition(":")
+        if name not in variables:
+            raise KeyError(f"${{{name}}} is not set ({rest})")
+        return variables[name]
+
+    return re.sub(r"\$\{([^}]*)\}", one, value).replace("$$", "$")
+
+
+def compose_redis_url(password: str, port: int) -> str:
+    """The api's and the workers' REDIS_URL in compose.yaml, pointed at a local port."""
+    urls = {name: compose()["services"][name]["environment"]["REDIS_URL"] for name in ("api", "worker")}
+    assert urls["api"] == urls["worker"]
+    return interpolate(urls["api"], {"REDIS_PASSWORD": password}).replace("@redis:6379/", f"@127.0.0.1:{port}/")
+
+
+def shown(value) -> str | None:
+    """A default as the docs and the env example write it (None: no default)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_defaults() -> dict[str, str | None]:
+    """Environment name -> default, from service/config.py (Settings and from_env's
+    `field=...(env, "NAME"...` lines) and from service/gunicorn_conf.py (None where the
+    default is computed, such as the number of CPUs)."""
+    import ast
+    from dataclasses import fields
+
+    from service.config import Settings
 
     source = (ROOT / "service" / "config.py").read_text()
-    names = set(re.findall(r'"((?:CROWDQC_|REDIS_URL)[A-Z_]*)"', source))
+    out = {}
+    for field in fields(Settings):
+        m = re.search(rf'{field.name}=[^\n]*"((?:CROWDQC_|REDIS_URL)[A-Z_]*)"', source)
+        assert m, field.name
+        out[m.group(1)] = shown(getattr(Settings(), field.name))
+    # gunicorn_conf.py changes the environment when imported: read its defaults instead
+    # (CROWDQC_LOG_LEVEL, read by both, keeps config.py's spelling).
+    tree = ast.parse((ROOT / "service" / "gunicorn_conf.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("get", "setdefault") and len(node.args) == 2:
+            name = node.args[0]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value.isupper():
+                try:
+                    out.setdefault(name.value, shown(ast.literal_eval(node.args[1])))
+                except ValueError:
+                    out.setdefault(name.value, None)
+    return out
+
+
+# Compose-only variables (not settings of crowdqc) and secrets: never shipped with a value.
+SECRETS = {"CROWDQC_ADMIN_TOKEN", "CROWDQC_METRICS_TOKEN", "REDIS_PASSWORD"}
+
+
+def test_compose_and_env_example_agree_with_settings():
+    """Every setting of service/config.py and of the gunicorn configuration is in
+    deploy/crowdqc.env.example, commented out, with the default the code uses; secrets are
+    empty (no working token is shipped)."""
+    defaults = config_defaults()
+    assert "CROWDQC_REDIS_TIMEOUT" in defaults and "CROWDQC_BIND" in defaults and "CROWDQC_API_PROCESSES" in defaults
     example = (ROOT / "deploy" / "crowdqc.env.example").read_text()
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
-    assert names, "no settings found in service/config.py"
-    assert names <= documented, f"missing from crowdqc.env.example: {sorted(names - documented)}"
+    lines = {m.group(2): (m.group(1), m.group(3)) for m in re.finditer(r"^(#?)([A-Z][A-Z0-9_]+)=(.*)$", example, flags=re.M)}
+    assert set(defaults) <= set(lines), f"missing from crowdqc.env.example: {sorted(set(defaults) - set(lines))}"
+    for name, (comment, value) in lines.items():
+        if name in SECRETS:
+            assert value == "", f"{name} must be empty in the example, got {value!r}"
+            continue
+        assert name in defaults, f"{name} is no setting of crowdqc"
+        # A commented line shows the default; where the default is computed, no value.
+        assert comment == "#", f"{name} is set in the example: it must show its default, commented out"
+        assert value == (defaults[name] or ""), (name, value, defaults[name])
     cmds = compose_commands()
     assert cmds["api"][1:] == ["-c", "deploy/gunicorn.conf.py", "service.app:create_app()"]
     assert cmds["worker"][1:] == ["worker"]
+
+
+def test_compose_builds_its_image_and_needs_its_secrets():
+    services = compose()["services"]
+    # The worker uses the image the api builds: same build, so compose never pulls "crowdqc".
+    assert services["worker"]["build"] == services["api"]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+    assert services["worker"]["image"] == services["api"]["image"]
+    # compose refuses to start without an admin token and a Redis password.
+    assert re.fullmatch(r"\$\{CROWDQC_ADMIN_TOKEN:\?[^}]+\}", services["api"]["environment"]["CROWDQC_ADMIN_TOKEN"])
+    with pytest.raises(KeyError):
+        interpolate(services["api"]["environment"]["REDIS_URL"], {})
+    assert compose_redis_url("pw", 1234) == "redis://:pw@127.0.0.1:1234/0"
+    redis_cmd = " ".join(services["redis"]["command"])
+    assert "--requirepass" in redis_cmd and "/usr/local/etc/redis/redis.conf" in redis_cmd
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:\?[^}]+\}", services["redis"]["environment"]["REDIS_PASSWORD"])
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves ``path`` out of the build context: the last pattern matching
+    the path or one of its parent directories decides; ``!`` re-includes."""
+    from fnmatch import fnmatchcase
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pat = pattern.lstrip("!").rstrip("/")
+        globs = [pat] + ([pat[3:], "*/" + pat[3:]] if pat.startswith("**/") else [])
+        if any(fnmatchcase(c, g) and (g.count("/") == c.count("/") or g.startswith("*/")) for c in candidates for g in globs):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_the_build_context_to_what_the_image_needs():
+    build = compose()["services"]["api"]["build"]
+    context = (ROOT / "deploy" / build["context"]).resolve()
+    assert context == ROOT
+    patterns = [line.strip() for line in (context / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    dockerfile = (context / build["dockerfile"]).read_text()
+    copied = [src for line in dockerfile.splitlines() if line.startswith("COPY ") and "--from" not in line
+              for src in line.split()[1:-1]]
+    assert "service" in copied and "deploy/gunicorn.conf.py" in copied
+    for src in copied:
+        files = [src] if (context / src).is_file() else [str(p.relative_to(context)) for p in (context / src).rglob("*") if p.is_file()]
+        assert files, src
+        kept = [f for f in files if not dockerignored(f, patterns)]
+        assert kept == [f for f in files if "__pycache__" not in f], src
+    for heavy in (".venv/bin/python", "bench/results/memory_1000000.json", ".git/HEAD", "tests/test_deploy.py",
+                  "deploy/crowdqc.env", "service/__pycache__/app.cpython-311.pyc", "docs/operations.md"):
+        assert dockerignored(heavy, patterns), heavy
 
 
 def test_operations_doc_explains_every_setting():
@@ -76,15 +200,50 @@ def test_operations_doc_explains_every_setting():
         assert f"`{shown}`" in rows[m.group(1)], (m.group(1), shown, rows[m.group(1)])
 
 
+def outside_address() -> str | None:
+    """An address of this machine that is not loopback (None if it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_redis_conf_alone_does_not_open_redis_to_the_network(processes):
+    """deploy/redis.conf run as it is, listening on every interface: without a password it
+    answers loopback clients only (protected mode); with compose's password, a client from
+    the network must authenticate."""
+    import redis as redis_py
+
+    addr = outside_address()
+    if addr is None:
+        pytest.skip("this machine has no address but loopback")
+    bare = processes.redis(bind="0.0.0.0")
+    assert bare.ping()  # loopback
+    with pytest.raises(redis_py.exceptions.RedisError, match="DENIED Redis is running in protected mode"):
+        redis_py.Redis(host=addr, port=bare.port, socket_timeout=5).ping()
+    password = uuid.uuid4().hex
+    locked = processes.redis(bind="0.0.0.0", requirepass=password)
+    with pytest.raises(redis_py.exceptions.AuthenticationError):
+        redis_py.Redis(host=addr, port=locked.port, socket_timeout=5).ping()
+    assert redis_py.Redis(host=addr, port=locked.port, password=password, socket_timeout=5).ping()
+
+
 @pytest.mark.slow
 def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
-    redis = processes.redis()  # deploy/redis.conf: appendonly, noeviction
+    # deploy/redis.conf (appendonly, noeviction) with the password compose adds
+    password = uuid.uuid4().hex
+    redis = processes.redis(requirepass=password)
     assert redis.client().config_get("appendonly")["appendonly"] == "yes"
+    redis_url = compose_redis_url(password, redis.port)
+    assert redis_url == redis.url
     admin_token = "adm-" + uuid.uuid4().hex
     api_port = free_port()
     env = {
         **os.environ,
-        "REDIS_URL": redis.url,
+        "REDIS_URL": redis_url,
         "CROWDQC_ADMIN_TOKEN": admin_token,
         "CROWDQC_BIND": f"127.0.0.1:{api_port}",
         "CROWDQC_API_PROCESSES": "2",
@@ -193,7 +352,7 @@ def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
     processes.stop_all()
     logs = "".join(p.output() for p in processes.procs)
     assert '"request_id": "deploy-req-1"' in logs
-    for secret in (admin_token, writer, reader):
+    for secret in (admin_token, writer, reader, password):
         assert secret not in logs
 
 
