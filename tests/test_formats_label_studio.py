@@ -141,3 +141,78 @@ def test_reads_gzip(tmp_path):
     path = tmp_path / "export.json.gz"
     path.write_bytes(gzip.compress(EXPORT.read_bytes()))
     assert len([i for i in read(path) if isinstance(i, Answer)]) == 5
+
+
+class _GeneratedExport(io.RawIOBase):
+    """An export of ``n`` one-line tasks, made as it is read (never whole in memory);
+    ``bad`` replaces the line of one task.  Reading more than ``budget`` bytes fails."""
+
+    def __init__(self, n: int, bad: dict[int, bytes], budget: int):
+        self.lines = self._lines(n, bad)
+        self.pending = b""
+        self.served = 0
+        self.budget = budget
+
+    @staticmethod
+    def _lines(n, bad):
+        yield b"[\n"
+        for i in range(1, n + 1):
+            task = {"id": i, "data": {"text": f"review {i} " + "x" * 150}, "annotations": [_ann(10 * i, i % 50, "a")]}
+            yield bad.get(i, json.dumps(task).encode()) + (b",\n" if i < n else b"\n")
+        yield b"]\n"
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        assert self.served < self.budget, f"the parser read {self.served} bytes past an error near the start"
+        while len(self.pending) < len(b):
+            more = next(self.lines, None)
+            if more is None:
+                break
+            self.pending += more
+        n = min(len(b), len(self.pending))
+        b[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        self.served += n
+        return n
+
+
+def test_a_syntax_error_early_in_a_big_export_is_reported_at_once_with_its_line():
+    import tracemalloc
+
+    # 400,000 tasks of ~280 bytes: about 110 MB, more than the 64 MiB record limit.
+    stream = _GeneratedExport(400_000, {2: b'{"id": 2, "annotations": [}'}, budget=8 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError) as exc:
+            list(parse("label_studio", stream, "big.json"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Line 1 is "[", task 1 is line 2, the broken task 2 line 3.
+    assert str(exc.value) == "big.json, line 3: invalid JSON: Expecting value"
+    assert peak < 4 << 20, peak
+    assert stream.served < 1 << 20
+
+
+def test_values_cut_by_a_read_are_read_on():
+    # A string far longer than one read, and a literal and an escape pair cut by tiny reads.
+    doc = [_task(1, _ann(5, 2, "a")), _task(2, _ann(6, 3, "b"))]
+    doc[0]["data"]["text"] = "long " * 60_000
+    doc[1]["data"]["flag"] = False
+    doc[1]["data"]["emoji"] = "\U0001f600"
+    raw = json.dumps(doc).encode()  # ensure_ascii: the emoji is a \ud83d\ude00 pair
+    for chunk in (1, 5, label_studio.CHUNK):
+        stream = io.BufferedReader(io.BytesIO(raw), buffer_size=chunk)
+        items = list(label_studio.parse(stream, "x"))
+        assert [(i.task, i.label) for i in items] == [("1", "a"), ("2", "b")]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_a_syntax_error_at_a_read_boundary_names_its_line(monkeypatch, chunk):
+    monkeypatch.setattr(label_studio, "CHUNK", chunk)
+    raw = b'[\n {"id": 1, "annotations": []},\n {"id": 2, "annotations": [tru]},\n {"id": 3, "annotations": []}\n]\n'
+    with pytest.raises(FormatError) as exc:
+        read(raw)
+    assert exc.value.line == 3 and "invalid JSON: Expecting value" in str(exc.value)

@@ -33,6 +33,9 @@ from ._tabular import count, new_gold
 CHUNK = 1 << 16
 # One task larger than this is not a task: stop instead of buffering the whole file.
 MAX_RECORD = 64 * 1024 * 1024
+# A decode error this close to the buffer's end may be a value cut by the read ("fals",
+# "1e", half of a \uXXXX\uXXXX pair), so it reads on; anywhere else it is bad JSON.
+CUT_SLACK = 16
 
 
 class ChoicePicker:
@@ -185,7 +188,8 @@ def iter_json_values(raw, name: str):
 
     ``json`` has no incremental parser: decode one value at a time from a buffer, and
     when a value runs past the buffer's end read more (doubling the read, so a large value
-    costs O(n log n), not O(n^2)) and try again.
+    costs O(n log n), not O(n^2)) and try again.  Only an error at the buffer's end (or an
+    unterminated string) means that; any other is reported at once, with its line.
     """
     dec = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8-sig")()
@@ -245,7 +249,8 @@ def iter_json_values(raw, name: str):
             try:
                 value, end = dec.raw_decode(buf, pos)
             except json.JSONDecodeError as exc:
-                if not eof and more():
+                cut = exc.pos >= len(buf) - CUT_SLACK or exc.msg.startswith("Unterminated string")
+                if cut and not eof and more():
                     want = min(want * 2, MAX_RECORD)
                     if len(buf) > MAX_RECORD:
                         raise FormatError(name, start_line, f"a record is larger than {MAX_RECORD >> 20} MiB") from None
