@@ -1,5 +1,11 @@
 """Exports of a published consensus: CSV, JSON Lines and Label Studio predictions.
 
+``label_studio`` (and its other name ``label_studio_predictions``) is the body of Label
+Studio's ``POST /api/projects/{id}/import/predictions``: predictions for tasks that
+already exist there.  There is no task-shaped export: crowdqc does not keep a task's
+``data``, and a task without it would be imported by ``POST /api/projects/{id}/import`` as
+a new, empty task.
+
 An export is a generator of text chunks, so a project with millions of tasks is never held
 in memory: rows are read from Redis ``CHUNK`` at a time, formatted and handed to the WSGI
 server.  Every export reads one result version, chosen when it starts; that version stays
@@ -20,6 +26,7 @@ from .store import Store
 
 # Rows per Redis read: ~200 bytes each, so a few hundred kB per round trip.
 CHUNK = 2000
+# label_studio_predictions is another name for label_studio (the same body), kept for clients.
 FORMATS = ("csv", "jsonl", "label_studio", "label_studio_predictions")
 MEDIA_TYPES = {
     "csv": "text/csv",
@@ -127,19 +134,15 @@ def _ls_prediction(row: dict, tags: tuple[str, str], model_version: str) -> dict
     }
 
 
-def label_studio_json(chunks: Iterable[list[dict]], method: str, version: int, tags: tuple[str, str], flat: bool) -> Iterator[str]:
-    """A JSON array, one chunk of items at a time.  ``flat``: Label Studio's
-    ``POST /api/projects/{id}/import/predictions`` body (``task`` + prediction); otherwise
-    tasks ``{"id", "predictions": [...]}`` as in Label Studio's own JSON."""
+def label_studio_json(chunks: Iterable[list[dict]], method: str, version: int, tags: tuple[str, str]) -> Iterator[str]:
+    """Label Studio's ``POST /api/projects/{id}/import/predictions`` body, a JSON array of
+    ``{"task", "model_version", "score", "result"}``, one chunk of items at a time."""
     model_version = f"crowdqc-{method}-v{version}"
     sep = "[\n"
     for rows in chunks:
-        items = []
-        for r in rows:
-            pred = _ls_prediction(r, tags, model_version)
-            items.append({"task": _ls_task(r["task"]), **pred} if flat else {"id": _ls_task(r["task"]), "predictions": [pred]})
-        if items:
-            yield sep + ",\n".join(_compact(i) for i in items)
+        if rows:
+            yield sep + ",\n".join(_compact({"task": _ls_task(r["task"]), **_ls_prediction(r, tags, model_version)})
+                                   for r in rows)
             sep = ",\n"
     yield "[]\n" if sep == "[\n" else "\n]\n"
 
@@ -149,4 +152,4 @@ def render(fmt: str, chunks: Iterable[list[dict]], method: str, version: int, ta
         return csv_lines(chunks, method, version)
     if fmt == "jsonl":
         return jsonl_lines(chunks, method, version)
-    return label_studio_json(chunks, method, version, tags, flat=fmt == "label_studio_predictions")
+    return label_studio_json(chunks, method, version, tags)

@@ -131,27 +131,29 @@ def test_label_studio_predictions_round_trip_an_import(client, project, run_jobs
 
     resp = export(client, p, "?format=label_studio")
     assert resp.status_code == 200 and resp.mimetype == "application/json" and resp.is_streamed
-    tasks = json.loads(resp.get_data())
-    assert isinstance(tasks, list) and len(tasks) == len(api)
-    for t in tasks:
-        # Tasks imported from Label Studio are named by their Label Studio id: an integer again.
-        assert isinstance(t["id"], int) and str(t["id"]) in api
-        want = api[str(t["id"])]
-        (pred,) = t["predictions"]
-        assert pred["score"] == want["confidence"]
-        assert "majority_vote" in pred["model_version"] and str(version) in pred["model_version"]
-        (result,) = pred["result"]
+    preds = json.loads(resp.get_data())
+    # The body of Label Studio's POST /api/projects/{id}/import/predictions: a list of
+    # {"task": <existing task id>, "result", "score", "model_version"}.  A task object
+    # without "data" would be imported by POST /api/projects/{id}/import as a new, empty task.
+    assert isinstance(preds, list) and len(preds) == len(api) == 3
+    # Tasks imported from Label Studio are named by their Label Studio id: an integer again.
+    assert [f["task"] for f in preds] == [101, 102, 103]
+    for f in preds:
+        assert set(f) == {"task", "model_version", "score", "result"}
+        want = api[str(f["task"])]
+        assert f["score"] == want["confidence"]
+        assert f["model_version"] == f"crowdqc-majority_vote-v{version}"
+        (result,) = f["result"]
         assert result == {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [want["label"]]}}
+    # By hand from the export: 101 Positive x2; 102 a tie, Neutral; 103 Neutral (answer of 9).
+    assert [f["result"][0]["value"]["choices"] for f in preds] == [["Positive"], ["Neutral"], ["Neutral"]]
 
-    # The flat shape of Label Studio's POST /api/projects/{id}/import/predictions.
-    flat = json.loads(export(client, p, "?format=label_studio_predictions").get_data())
-    assert [f["task"] for f in flat] == [t["id"] for t in tasks]
-    assert [f["result"] for f in flat] == [t["predictions"][0]["result"] for t in tasks]
-    assert all(f["score"] == t["predictions"][0]["score"] for f, t in zip(flat, tasks))
+    # label_studio_predictions (the name this body had beside the old task shape) is the same body.
+    assert json.loads(export(client, p, "?format=label_studio_predictions").get_data()) == preds
 
     # Query parameters override the remembered tag names.
-    tasks = json.loads(export(client, p, "?format=label_studio&from_name=mood&to_name=review").get_data())
-    assert {(r["from_name"], r["to_name"]) for t in tasks for r in t["predictions"][0]["result"]} == {("mood", "review")}
+    preds = json.loads(export(client, p, "?format=label_studio&from_name=mood&to_name=review").get_data())
+    assert {(r["from_name"], r["to_name"]) for f in preds for r in f["result"]} == {("mood", "review")}
 
 
 def test_label_studio_needs_known_tag_names(client, small):
@@ -163,9 +165,9 @@ def test_label_studio_needs_known_tag_names(client, small):
     assert resp.status_code == 422 and resp.get_json()["error"]["details"][0]["path"] == "to_name"
     resp = export(client, small, "?format=label_studio&from_name=choice&to_name=text")
     assert resp.status_code == 200
-    tasks = json.loads(resp.get_data())
+    preds = json.loads(resp.get_data())
     # Names that are not Label Studio ids (integers) are kept as they are.
-    assert sorted(t["id"] for t in tasks) == sorted(EXPECTED)
+    assert sorted(f["task"] for f in preds) == sorted(EXPECTED)
 
 
 def test_no_result_yet_is_a_404_in_the_error_shape(client, project):

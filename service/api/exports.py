@@ -38,11 +38,10 @@ class ConsensusExport(MethodView):
         """The current consensus as a file, one row per task, all of one result version.
 
         ``csv`` and ``jsonl``: task, label, confidence, probabilities, n_labels, tie, method,
-        version.  ``label_studio``: a JSON array of tasks ``{"id", "predictions": [...]}``
-        whose prediction is a ``choices`` result with the confidence as ``score``;
-        ``label_studio_predictions``: the same predictions as ``{"task", "result", "score",
-        "model_version"}`` items, the body of Label Studio's
-        ``POST /api/projects/{id}/import/predictions``.  Tasks imported from Label Studio are
+        version.  ``label_studio`` (or ``label_studio_predictions``, the same body): the body
+        of Label Studio's ``POST /api/projects/{id}/import/predictions``, a JSON array of
+        ``{"task", "result", "score", "model_version"}``, the consensus as a ``choices``
+        prediction with its confidence as ``score``.  Tasks imported from Label Studio are
         named by their Label Studio id and come back as that integer.
         """
         store = current_app.extensions["crowdqc_store"]
