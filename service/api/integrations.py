@@ -74,7 +74,7 @@ class LabelStudio(MethodView):
         response only, and the previous one stops working at once.
 
         Configure Label Studio's webhook with the returned ``url`` and a header
-        ``X-Crowdqc-Webhook-Secret: <secret>`` (see docs/label-studio.md).
+        ``X-Crowdqc-Webhook-Secret: <secret>`` (see docs/integrations.md).
         """
         require_project(project_id, write=True)
         view = _inbox(project_id).configure(data)
