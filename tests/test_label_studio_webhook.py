@@ -4,6 +4,7 @@ receiver and applied in order by the drain job."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -221,8 +222,6 @@ def test_remembered_tag_and_second_tag(ls, client, project):
 
 
 def test_deletion_of_an_imported_annotation(ls, client):
-    from pathlib import Path
-
     export = (Path(__file__).parent / "data" / "formats" / "label_studio_export.json").read_bytes()
     r = client.post("/v1/projects/rev/imports?preset=label_studio", data=export,
                     headers={**ls["writer"], "Content-Type": "application/json"})
@@ -319,7 +318,7 @@ def test_events_are_not_applied_twice_when_a_job_is_repeated(ls):
 
 # -- events about annotations that came in by a file import ---------------------------------------
 
-EXPORT = __import__("pathlib").Path(__file__).parent / "data" / "formats" / "label_studio_export.json"
+EXPORT = Path(__file__).parent / "data" / "formats" / "label_studio_export.json"
 
 
 def import_export(client, pid, headers, run, query=""):
@@ -371,7 +370,7 @@ def test_tasks_deleted_after_an_import_keyed_by_a_data_field(client, project, ru
     assert store.task_answers("keyed2", "R-0002") == []
     assert store.task_answers("keyed2", "R-0003") == []
     assert store.snapshot("keyed2").gold == {}
-    view = client.get(f"/v1/projects/keyed2", headers=p["reader"]).get_json()["counts"]
+    view = client.get("/v1/projects/keyed2", headers=p["reader"]).get_json()["counts"]
     assert (view["answers"], view["gold"]) == (2, 0)  # task 101's two answers stay
     recent = client.get(SETUP.format("keyed2"), headers=p["reader"]).get_json()["label_studio"]["recent"]
     assert [e["result"] for e in recent] == [
