@@ -269,7 +269,6 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
     # Pass 2: store.
     from .formats import label_studio
     from .label_studio_events import record_annotations
-    from .observability import count_ingested
 
     picker = label_studio.make_picker(options.get("field")) if options.get("preset") == "label_studio" else None
     stream = StagedStream(store.r, key)
@@ -296,7 +295,6 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
                     f"{name}: {_full(project, exc.held, exc.new, exc.limit)}; {stored} answers of this import were "
                     "stored before the project filled up (answers sent meanwhile count too), the rest were not"
                 ) from None
-            count_ingested(out)
             for k in totals:
                 totals[k] += out[k]
             rev = out["revision"]

@@ -25,7 +25,6 @@ import json
 from .formats import Answer, FormatError, Gold
 from .formats import label_studio as ls
 from .imports import Checker, remember_label_studio_tags
-from .observability import count_ingested
 from .store import ProjectFull, Store
 
 # action -> the payload key that carries its objects (Label Studio's webhook action table).
@@ -191,7 +190,6 @@ def _upsert_annotations(proj: _Project, action: str, body: dict, name: str) -> d
                                     limit=proj.conf.max_answers_per_project)
         except ProjectFull as exc:
             raise EventRejected(f"{exc}; nothing was applied") from None
-        count_ingested(res)
         out.update({k: res[k] for k in ("accepted", "replaced", "duplicates")})
     if removals:
         res = proj.store.remove_answers(proj.pid, [p[0] for p in removals], [p[1] for p in removals])

@@ -5,7 +5,9 @@ Request metrics live in this process (prometheus_client; under gunicorn, set
 up).  Job metrics cannot: a job runs in a short-lived work horse forked by an RQ worker,
 possibly on another machine, so job outcomes and durations are counted in Redis, by kind, by
 the worker (service.worker.CrowdqcWorker, through :func:`record_job_outcome`, exactly once
-per job) and read back at scrape time, together with the queue depth.
+per job) and read back at scrape time, together with the queue depth.  Answers are counted
+in Redis too, by the script that stores them (service.store), so label batches, imports and
+Label Studio events all count wherever they run.
 """
 
 from __future__ import annotations
@@ -40,10 +42,8 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-ANSWERS = Counter(
-    "crowdqc_answers_ingested_total", "Answers received in accepted label batches, by what became of them", ["outcome"]
-)
 
+ANSWER_OUTCOMES = ("accepted", "duplicate", "replaced")
 # Job durations: Redis-side histogram buckets (seconds).
 JOB_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 # lost: the worker died; retried: a run failed and the job was queued again (a job is
@@ -152,8 +152,6 @@ def _finish(response):
     route = _route()
     HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
     HTTP_LATENCY.labels(request.method, route).observe(elapsed)
-    if request.endpoint == "labels.Labels" and response.status_code == 200:
-        _count_answers(response)
     log.info(
         "%s %s %s",
         request.method,
@@ -169,19 +167,6 @@ def _finish(response):
         },
     )
     return response
-
-
-def _count_answers(response) -> None:
-    # The view's reply already holds the counts (a small JSON object); reading them here
-    # keeps the ingestion code free of metrics.
-    try:
-        body = json.loads(response.get_data())
-    except (ValueError, RuntimeError):
-        return
-    for field, outcome in (("accepted", "accepted"), ("duplicates", "duplicate"), ("replaced", "replaced")):
-        n = body.get(field)
-        if isinstance(n, int) and n > 0:
-            ANSWERS.labels(outcome).inc(n)
 
 
 def _teardown(_exc):
@@ -244,19 +229,25 @@ class RedisCollector:
             p = self.r.pipeline(transaction=False)
             p.hgetall(_jobs_key(prefix))
             p.hgetall(_durations_key(prefix))
+            p.hgetall(f"{prefix}metrics:answers")  # Store.answers_metric_key
             p.llen(self.queue.key)
             # ZCARD, not registry.count(): count() runs RQ's cleanup as a side effect.
             for cls in (ScheduledJobRegistry, StartedJobRegistry, FailedJobRegistry):
                 p.zcard(cls(queue=self.queue).key)
             p.scard(f"rq:workers:{self.queue.name}")
             p.info("memory")
-            outcomes, durations, queued, scheduled, started, failed, workers, mem = p.execute()
+            outcomes, durations, answers, queued, scheduled, started, failed, workers, mem = p.execute()
         except Exception:  # noqa: BLE001 - a scrape must answer even when Redis does not
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
+        stored = CounterMetricFamily("crowdqc_answers_ingested", "Answers stored (label batches, imports, Label Studio "
+                                     "events), by what became of them", labels=["outcome"])
+        for outcome in ANSWER_OUTCOMES:
+            stored.add_metric([outcome], int(answers.get(outcome.encode(), 0)))
+        yield stored
         jobs = CounterMetricFamily("crowdqc_jobs", "Jobs by kind (aggregation, import, webhook_delivery, label_studio_drain) "
                                    "and outcome (lost: the worker died; retried: a run failed, the job was queued again)",
                                    labels=["kind", "outcome"])
@@ -339,12 +330,3 @@ def record_job_outcome(client, prefix: str, job_id: str, outcome: str, seconds: 
     except Exception:  # noqa: BLE001
         logging.getLogger("crowdqc.jobs").warning("could not record the outcome of job %s", job_id, exc_info=True)
         return False
-
-
-def count_ingested(result: dict) -> None:
-    """Count answers stored outside a label batch request (imports, Label Studio events)
-    from ``Store.ingest``'s counts, under the outcomes of label batches."""
-    for field, outcome in (("accepted", "accepted"), ("duplicates", "duplicate"), ("replaced", "replaced")):
-        n = result.get(field)
-        if isinstance(n, int) and n > 0:
-            ANSWERS.labels(outcome).inc(n)

@@ -39,7 +39,7 @@ RESULT_PARTS = ("rows", "ix", "w", "wl", "d", "s")
 REMOVED = 0xFFFF
 
 _INGEST = r"""
--- KEYS: tn tl wn wl pairs lab ids rev tnb wnb
+-- KEYS: tn tl wn wl pairs lab ids rev tnb wnb, and the service-wide answer counts (metrics)
 -- ARGV: ix-prefix, bucket size, tasks, workers, answer ids (each a string of
 -- NUL-terminated items), packed <u2 label indices, the project's answer limit (0: none).  Arguments are packed into a few
 -- strings because encoding 40,000 separate arguments costs more than the whole script.
@@ -134,6 +134,11 @@ if #newpairs > 0 then
 end
 local rev = tonumber(redis.call('GET', KEYS[8]) or '0')
 if accepted + replaced > 0 then rev = redis.call('INCR', KEYS[8]) end
+-- counted here, where they are stored, whoever stores them (label batches, import jobs,
+-- Label Studio events) and whichever process or machine runs them
+if accepted > 0 then redis.call('HINCRBY', KEYS[11], 'accepted', accepted) end
+if dup > 0 then redis.call('HINCRBY', KEYS[11], 'duplicate', dup) end
+if replaced > 0 then redis.call('HINCRBY', KEYS[11], 'replaced', replaced) end
 return {accepted, dup, replaced, rev}
 """
 
@@ -299,6 +304,10 @@ class Store:
         self._set_gold = redis.register_script(_SET_GOLD)
 
     # -- key names ---------------------------------------------------------------------
+    def answers_metric_key(self) -> str:
+        """Answers stored by outcome (accepted, duplicate, replaced), over all projects."""
+        return f"{self.prefix}metrics:answers"
+
     def pkey(self, project: str, part: str) -> str:
         return f"{self.prefix}p:{project}:{part}"
 
@@ -421,6 +430,7 @@ class Store:
             int(limit or 0),
         ]
         keys = [self.pkey(pid, k) for k in ("tn", "tl", "wn", "wl", "pairs", "lab", "ids", "rev", "tnb", "wnb")]
+        keys.append(self.answers_metric_key())
         accepted, dup, replaced, rev = self._ingest(keys=keys, args=argv)
         if int(accepted) < 0:
             raise ProjectFull(held=int(dup), new=int(replaced), limit=int(rev))
