@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 import uuid
 from dataclasses import asdict
@@ -34,6 +33,7 @@ from aggregation.encoding import normalize_label
 
 from .formats import Answer, FormatError, Gold
 from .store import ProjectFull, Store
+from .text_rules import BAD_CHARS
 
 log = logging.getLogger("crowdqc.imports")
 
@@ -42,7 +42,6 @@ STAGE_TTL = 2 * 86400
 PROGRESS_EVERY = 0.5  # seconds
 PROGRESS_ROWS = 4096  # rows validated between two looks at the clock
 # Same rule as label batches over HTTP: no control characters, no lone surrogates.
-_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 PRESET_NAMES = ("label_studio", "toloka", "mturk")
 PLAIN_FORMATS = ("csv", "tsv", "jsonl")
 
@@ -166,7 +165,7 @@ class Checker:
         return code
 
     def ident(self, value: str, what: str, line: int) -> str:
-        bad = _BAD_CHARS.search(value)
+        bad = BAD_CHARS.search(value)
         if bad:
             raise FormatError(self.name, line, f"{what} contains a control character (U+{ord(bad.group()):04X})")
         if len(value) > self.max_id:

@@ -12,7 +12,8 @@ from aggregation import encode
 from aggregation.encoding import normalize_label
 
 from .formats import Answer, FormatError, parse
-from .readers import open_input
+from .readers import open_input, with_gold_classes
+from .text_rules import bad_char_message
 
 # Counts of parsed items that are not left out.
 _KEPT = ("answers", "gold", "tasks")
@@ -31,6 +32,7 @@ def read_preset(path, preset: str, *, field=None, task_key=None, include_rejecte
         for item in parse(preset, stream, name, field=field, task_key=task_key,
                           include_rejected=include_rejected, stats=stats):
             label = normalize_label(item.label)
+            _check_text(item, name)
             if isinstance(item, Answer):
                 if declared is not None and label not in declared:
                     raise FormatError(name, item.line, f"label {item.label!r} is not one of the declared classes "
@@ -45,11 +47,26 @@ def read_preset(path, preset: str, *, field=None, task_key=None, include_rejecte
     if not tasks:
         raise FormatError(name, None, "no answers in the file" + (f" (left out: {left_out})" if left_out else ""))
     answers = encode(tasks, workers, labels, classes=classes, duplicates=duplicates)
-    known = set(answers.classes.tolist())
-    for task, (label, line) in gold.items():
-        if label not in known:
-            raise FormatError(name, line, f"gold label {label!r} of task {task!r} is not one of the answers' classes "
-                              f"({', '.join(sorted(known))})")
     warnings = [f"{name}: left out {left_out}"] if left_out else []
-    pair = (list(gold), [g for g, _ in gold.values()]) if gold else None
+    pair = None
+    if gold:
+        pair = (list(gold), [g for g, _ in gold.values()])
+        if classes is None:  # the rule of a --gold file: a label no worker gave is a class
+            answers, added = with_gold_classes(answers, *pair)
+            warnings += added
+        known = set(answers.classes.tolist())
+        answered = set(answers.task_names.tolist())
+        for task, (label, line) in gold.items():
+            if task in answered and label not in known:
+                raise FormatError(name, line, f"gold label {label!r} of task {task!r} is not one of the declared "
+                                  f"classes ({', '.join(sorted(known))})")
     return answers, pair, warnings
+
+
+def _check_text(item, name: str) -> None:
+    values = (("task", item.task), ("worker", item.worker), ("label", item.label)) if isinstance(item, Answer) \
+        else (("task", item.task), ("gold label", item.label))
+    for what, value in values:
+        problem = bad_char_message(value)
+        if problem:
+            raise FormatError(name, item.line, f"the {what} {problem}")

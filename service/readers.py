@@ -42,13 +42,14 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from aggregation import AnswersError, encode_gold, from_codes
-from aggregation.encoding import add_classes
-from aggregation.encoding import normalize_label
+from aggregation.encoding import add_classes, normalize_label
+
+from .text_rules import BAD_CHARS
 
 FORMATS = ("csv", "tsv", "jsonl")
-# The API refuses C0/C1 control characters in ids and labels (they break logs, exports
-# and terminals); files follow the same rule.  The second form is for pyarrow (RE2).
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Files follow the API's rule (service.text_rules); this is its pyarrow (RE2) form, which
+# needs no surrogates: a decoded UTF-8 file cannot hold one, and JSON escapes of them send
+# the file to the Python reader.
 _ARROW_CONTROL = r"[\x{0}-\x{1f}\x{7f}-\x{9f}]"
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -453,12 +454,13 @@ def _check_values(values, wanted, name, line_no):
             raise ReadError(name, line_no, f"empty {col!r} value")
     label = values[-1]
     for col, v in zip(wanted, values):
-        bad = CONTROL.search(v)
+        bad = BAD_CHARS.search(v)
         if bad is None:
             continue
         if bad.group() in "\r\n":
             raise ReadError(name, line_no, "line break inside a value")
-        raise ReadError(name, line_no, f"control character U+{ord(bad.group()):04X} in the {col!r} value")
+        what = "lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "control character"
+        raise ReadError(name, line_no, f"{what} U+{ord(bad.group()):04X} in the {col!r} value")
     if not normalize_label(label):
         raise ReadError(name, line_no, f"empty {wanted[-1]!r} value")
 

@@ -11,9 +11,8 @@ from marshmallow import fields, validate
 
 from aggregation.encoding import normalize_label
 
-# C0/C1 control characters (NUL, newlines, escape sequences: they break logs, CSV exports
-# and terminals) and lone surrogates (not encodable as UTF-8, so never storable).
-BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+from .text_rules import BAD_CHARS, bad_char_message
+
 PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ROLES = ("writer", "reader")
 
@@ -56,9 +55,9 @@ MAX_LABEL_LENGTH = 256
 
 def _no_control_chars(value: str) -> None:
     # A project name is shown in dashboards, exports and logs like any id.
-    bad = BAD_CHARS.search(value)
-    if bad:
-        raise ma.ValidationError(f"must not contain control characters or lone surrogates (U+{ord(bad.group()):04X} at {bad.start()})")
+    problem = bad_char_message(value)
+    if problem:
+        raise ma.ValidationError(problem)
 
 
 _PARAMS_DOC = (
@@ -182,9 +181,9 @@ def _check_id(value, path, field, max_len, details, index):
     if text == "":
         details.append(_err(path, index, field, "must not be empty"))
         return None
-    bad = BAD_CHARS.search(text)
-    if bad:
-        details.append(_err(path, index, field, f"must not contain control characters or lone surrogates (U+{ord(bad.group()):04X} at {bad.start()})"))
+    problem = bad_char_message(text)
+    if problem:
+        details.append(_err(path, index, field, problem))
         return None
     if len(text) > max_len:
         details.append(_err(path, index, field, f"is longer than {max_len} characters ({len(text)})"))

@@ -379,6 +379,8 @@ BAD = {
                                          ["control character U+0001 in the 'worker' value"]),
     "escaped NUL in JSON": ("a.jsonl", b'{"task": "t1", "worker": "w", "label": "a\\u0000"}\n', [], "a.jsonl", 1,
                             ["control character U+0000 in the 'label' value"]),
+    "lone surrogate escaped in JSON": ("a.jsonl", b'{"task": "t1", "worker": "w", "label": "a\\ud800"}\n', [], "a.jsonl", 1,
+                                       ["lone surrogate U+D800 in the 'label' value"]),
     "C1 control in a task id": ("a.csv", "task,worker,label\nt\x85,w1,a\n".encode(), [], "a.csv", 2,
                                 ["control character U+0085 in the 'task' value"]),
     "missing gold file": ("a.csv", GOOD, ["--gold", "nogold.csv"], "nogold.csv", None, ["no such file"]),

@@ -132,3 +132,33 @@ def test_the_service_import_and_the_command_agree(tmp_path, client, project, run
     assert {i["task"]: i["label"] for i in items} == {t: r["label"] for t, r in consensus.items()}
     for item in items:
         assert item["confidence"] == pytest.approx(float(consensus[item["task"]]["confidence"]), abs=1e-9)
+
+
+def test_export_rules_match_the_plain_files(tmp_path, capsys):
+    """Control characters are refused naming the line; a ground-truth label no worker
+    gave becomes a class (the consensus misses it) unless --classes closes the set."""
+    def export(ground_truth, worker=7):
+        tasks = [{"id": 1, "data": {}, "annotations": [
+            {"id": 11, "completed_by": worker, "result": [
+                {"type": "choices", "from_name": "s", "to_name": "t", "value": {"choices": ["Yes"]}}]},
+            {"id": 12, "completed_by": 8, "ground_truth": True, "result": [
+                {"type": "choices", "from_name": "s", "to_name": "t", "value": {"choices": [ground_truth]}}]},
+        ]}]
+        path = tmp_path / "export.json"
+        path.write_text(json.dumps(tasks, indent=1))
+        return path
+
+    consensus, summary = run(tmp_path, export("Maybe"), "--preset", "label_studio", "--method", "majority_vote")
+    assert summary["classes"] == ["Maybe", "Yes"]
+    assert (consensus["1"]["label"], consensus["1"]["gold"]) == ("Yes", "Maybe")
+    assert summary["accuracy"]["method"] == 0.0
+    assert "gold labels that no worker gave were added as classes: 'Maybe'" in summary["warnings"]
+
+    code = main(["aggregate", str(export("Maybe")), "--preset", "label_studio", "--classes", "Yes,No",
+                 "--out", str(tmp_path / "o2")])
+    assert code == 2 and "gold label 'Maybe' of task '1' is not one of the declared classes" in capsys.readouterr().err
+
+    code = main(["aggregate", str(export("Yes", worker="ann\x1b[31m")), "--preset", "label_studio",
+                 "--out", str(tmp_path / "o3")])
+    err = capsys.readouterr().err
+    assert code == 2 and "export.json, line 2: the worker must not contain control characters" in err, err

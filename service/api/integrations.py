@@ -18,7 +18,7 @@ from ..response_schemas import (
     LabelStudioSecretEnvelopeSchema,
     LabelStudioStatusEnvelopeSchema,
 )
-from ..schemas import BAD_CHARS
+from ..text_rules import BAD_CHARS
 from .errors import ApiError
 
 blp = Blueprint("integrations", __name__, url_prefix="/v1/projects", description="Label Studio webhook receiver")
