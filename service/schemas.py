@@ -326,8 +326,8 @@ class ExportArgsSchema(ma.Schema):
     format = fields.String(
         load_default="csv",
         validate=validate.OneOf(EXPORT_FORMATS),
-        metadata={"description": "csv, jsonl (JSON Lines), label_studio (tasks with predictions) or "
-                                 "label_studio_predictions (the body of Label Studio's import/predictions)"},
+        metadata={"description": "csv, jsonl (JSON Lines), or label_studio (also label_studio_predictions): the "
+                                 "body of Label Studio's POST /api/projects/{id}/import/predictions"},
     )
     from_name = fields.String(validate=validate.Length(min=1, max=MAX_LABEL_LENGTH),
                               metadata={"description": "Label Studio: the Choices tag (default: the one seen in imports)"})
