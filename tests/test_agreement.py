@@ -522,3 +522,33 @@ def test_invariant_to_row_order_and_renaming(triples, rnd):
             assert other[key].value is None
         else:
             assert other[key].value == pytest.approx(base[key].value, abs=1e-12), key
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 9), st.integers(0, 60)), min_size=1, max_size=80),
+       st.sampled_from([2, 3, 40]))
+def test_both_ways_of_building_cohen_pair_tables_agree_exactly(triples, n_classes):
+    """Listed answer pairs (the usual design; dense per-class counts, or the sparse cells
+    when classes outnumber pairs) and sparse products (many answers per task) must give
+    the same integer tables."""
+    from aggregation import agreement
+
+    rows = [(f"t{t}", f"w{w}", f"c{c % n_classes}") for t, w, c in triples]
+    p = agreement._pairable(encode(*columns(rows)))
+    listed = agreement._pair_tables_listed(p, np.bincount(p.task).astype(np.int64))
+    sparse = agreement._pair_tables_sparse(p)
+    for got, want in zip(listed, sparse):
+        assert got.dtype.kind == want.dtype.kind == "i"
+        assert got.tolist() == want.tolist()
+
+
+def test_designs_with_many_answers_per_task_use_the_sparse_tables(monkeypatch):
+    from aggregation import agreement
+
+    rng = np.random.default_rng(3)
+    rows = [(f"t{t}", f"w{w}", f"c{int(rng.integers(0, 3))}") for t in range(30) for w in range(12) if rng.random() < 0.7]
+    listed = stats_of(rows)["cohen_kappa"]
+    monkeypatch.setattr(agreement, "MAX_LISTED_ANSWER_PAIRS", 0)
+    monkeypatch.setattr(agreement, "_pair_tables_listed", None)  # would fail if called
+    sparse = stats_of(rows)["cohen_kappa"]
+    assert sparse.value == pytest.approx(ref_light(rows)[0], abs=1e-12) and sparse.value == pytest.approx(listed.value, abs=1e-12)
