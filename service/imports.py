@@ -199,6 +199,8 @@ def enqueue_import(jobs, store: Store, pid: str, import_id: str, options: dict, 
         meta={"project": pid},
         description=f"import into {pid} ({options.get('preset') or options.get('format')})",
     )
+    # after the enqueue: an aggregation requested from now on waits for this import
+    store.r.sadd(store.pkey(pid, "imports"), import_id)
     return import_id
 
 
@@ -233,6 +235,7 @@ def run_import(prefix, project, import_id, options, settings=None):
         raise
     store.r.delete(key)
     store.update_job(import_id, status="finished", result=result)
+    store.r.srem(store.pkey(project, "imports"), import_id)
     _after_import(store, project, conf, result)
     return result
 

@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from rq import Callback, Queue, get_current_job
+from rq.job import Dependency
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -100,8 +101,27 @@ class Jobs:
             on_failure=Callback(job_failed),
         )
         if delay is None:
+            imports = self.running_imports(pid)
+            if imports:
+                # A snapshot taken while an import stores its batches would hold part of the
+                # file: wait for it (and run even if it fails: its answers are then whole or none
+                # of a failed batch, and the rest of the project still deserves a result).
+                opts["depends_on"] = Dependency(jobs=imports, allow_failure=True)
+                opts["meta"]["waiting_for"] = imports
             return self.queue.enqueue(run_aggregation, **opts)
         return self.queue.enqueue_in(timedelta(seconds=delay), run_aggregation, **opts)
+
+    def running_imports(self, pid: str) -> list[str]:
+        """Imports of ``pid`` not ended yet (queued or running); ended ones are forgotten."""
+        key = self.store.pkey(pid, "imports")
+        active, ended = [], []
+        for raw in sorted(self.r.smembers(key)):
+            import_id = raw.decode()
+            status = self.rq_status(import_id)
+            (active if status in (*WAITING, "started") else ended).append(import_id)
+        if ended:
+            self.r.srem(key, *ended)
+        return active
 
     def _new_record(self, pid, method, params, kind) -> str:
         job_id = uuid.uuid4().hex
@@ -246,6 +266,9 @@ class Jobs:
             status = "failed"
         out["status"] = status
         if job is not None:
+            waiting = [i for i in (job.meta or {}).get("waiting_for", []) if rq_status == "deferred"]
+            if waiting:
+                out["waiting_for"] = waiting
             if rq_status == "scheduled":
                 try:
                     when = ScheduledJobRegistry(queue=self.queue).get_scheduled_time(job)

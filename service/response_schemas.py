@@ -266,6 +266,8 @@ class AggregationJobSchema(_JobSchema):
     method = fields.String(required=True)
     params = free_object(required=True)
     progress = fields.Nested(AggregationProgressSchema)
+    waiting_for = fields.List(fields.String(), metadata={
+        "description": "while queued behind imports of the project: their job ids (it runs when they end)"})
     result = fields.Nested(AggregationOutcomeSchema, metadata={"description": "when finished"})
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cases import DATASETS
 
 DATA = Path(__file__).parent / "data" / "formats"
 
@@ -375,3 +376,25 @@ def test_imported_answers_are_counted_in_the_metrics(client, project, run_jobs):
     assert delta(before, after, ans, outcome="accepted") == 5
     assert delta(before, after, ans, outcome="duplicate") == 1
     assert delta(before, after, ans, outcome="replaced") == 1
+
+
+def test_an_aggregation_requested_during_an_import_waits_for_it(client, project, run_jobs):
+    """Otherwise a worker free before the import ends would aggregate part of the file."""
+    p = project("wait", labels=["0", "1"])
+    body = (DATASETS / "bluebirds" / "answers.csv").read_bytes()
+    imp = client.post("/v1/projects/wait/imports", data=body, headers={**p["writer"], "Content-Type": "text/csv"})
+    import_id = imp.get_json()["job"]["id"]
+    # one hand-posted answer, so that the aggregation is allowed before the import ran
+    assert client.post("/v1/projects/wait/labels", json={"labels": [["extra", "w1", "1"]]},
+                       headers=p["writer"]).status_code == 200
+    agg = client.post("/v1/projects/wait/aggregations", json={"method": "majority_vote"}, headers=p["writer"])
+    view = client.get(agg.headers["Location"], headers=p["reader"]).get_json()["job"]
+    assert (view["status"], view["waiting_for"]) == ("queued", [import_id])
+    run_jobs()
+    view = client.get(agg.headers["Location"], headers=p["reader"]).get_json()["job"]
+    assert view["status"] == "finished" and "waiting_for" not in view
+    # the whole file (4,212 answers, datasets/README.md) plus the hand-posted one
+    assert view["result"]["summary"]["counts"]["answers"] == 4213
+    # an ended import holds nothing up
+    again = client.post("/v1/projects/wait/aggregations", json={"method": "wawa"}, headers=p["writer"])
+    assert "waiting_for" not in client.get(again.headers["Location"], headers=p["reader"]).get_json()["job"]
