@@ -105,6 +105,9 @@ def main(argv=None):
         print("crowdqc aggregate (defaults) ...", flush=True)
         r = measure_command(cmd)
         r["cmd"] = " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
+        if r["rc"] == 0:  # the command's own stage timings (summary.json)
+            with open(os.path.join(out_dir, "summary.json")) as fh:
+                r["stage_timings_s"] = json.load(fh)["timings"]
         res["results"]["cli_aggregate"] = r
         print(f"  rc {r['rc']}, wall {r['wall_s']:.1f} s, peak RSS {r['peak_rss_kb'] / 1024:.0f} MB", flush=True)
         if r["rc"] != 0:

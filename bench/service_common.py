@@ -227,7 +227,8 @@ class Server:
     def _read_config(self) -> dict:
         out = subprocess.run(
             [PYTHON, "-c", "import runpy, json; c = runpy.run_path('deploy/gunicorn.conf.py'); "
-             "print(json.dumps({k: c[k] for k in ('workers', 'threads', 'worker_class', 'keepalive')}))"],
+             "print(json.dumps({k: c[k] for k in ('workers', 'threads', 'worker_class', 'keepalive')}, "
+             "default=lambda v: getattr(v, '__name__', str(v))))"],
             cwd=ROOT, env=self.env, capture_output=True, text=True, check=True,
         )
         return json.loads(out.stdout)
