@@ -74,7 +74,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     # Redis client timeouts of the API: a Redis that is down or stalled turns into a 503
     # after this long instead of a hung request (and after the first one, at once: see
-    # service.app.RedisBreaker).  Not shorter: a reply also waits for the commands queued
+    # service.redis_conn.RedisBreaker).  Not shorter: a reply also waits for the commands queued
     # before it in Redis, and a 10,000-label ingestion script takes 0.1-0.2 s of Redis's
     # time, so eight API threads sending such batches at once wait up to ~1.5 s.  The
     # workers use a client of their own.
