@@ -1,4 +1,4 @@
-"""Accuracy against gold on the ten real data sets in /work/shared/datasets.
+"""Accuracy against gold on the ten real data sets in ../shared/datasets (beside the project).
 
     .venv/bin/python bench/bench_datasets.py [--datasets DIR] [--no-crowdkit]
 
@@ -23,11 +23,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import machine, run_child, save  # noqa: E402
+from _harness import ROOT, machine, run_child, save  # noqa: E402
 
 import aggregation as agg  # noqa: E402
 
-DATASETS = "/work/shared/datasets"
+DATASETS = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
 
 
 def read_csv(path):

@@ -303,7 +303,12 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
             stored += len(batch)
             batch.clear()
         if gold:
-            rev = store.set_gold(project, list(gold), list(gold.values()))["revision"]
+            try:
+                rev = store.set_gold(project, list(gold), list(gold.values()), limit=limit)["revision"]
+            except ProjectFull as exc:
+                raise ImportStopped(
+                    f"{name}: {exc}; {stored} answers of this import were stored, its remaining gold labels were not"
+                ) from None
             gold.clear()
         if ann_answers or ann_gold or ls_tasks:
             record_annotations(store, project, ann_answers, ann_gold, ls_tasks)
@@ -326,6 +331,8 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
         if len(batch) >= conf.max_batch or len(gold) >= conf.max_batch:
             flush()
     flush()
+    # the job's last progress says it is all stored, however quick the import was
+    progress("storing", stream.bytes_read, stored, final=True)
     if picker is not None and picker.field:
         remember_label_studio_tags(store, project, picker.field, picker.to_name)
     skipped = {k: v for k, v in stats.items() if k not in ("answers", "gold", "tasks")}
@@ -354,9 +361,9 @@ def _left_out(stats: dict) -> str:
 def _progress(job, total_bytes: int | None):
     last = [0.0]
 
-    def progress(stage: str, bytes_read: int, rows: int):
+    def progress(stage: str, bytes_read: int, rows: int, final: bool = False):
         now = time.time()
-        if now - last[0] < PROGRESS_EVERY:
+        if now - last[0] < PROGRESS_EVERY and not final:
             return
         last[0] = now
         event = {"stage": stage, "bytes_read": bytes_read, "rows": rows}

@@ -195,7 +195,11 @@ def _upsert_annotations(proj: _Project, action: str, body: dict, name: str) -> d
         res = proj.store.remove_answers(proj.pid, [p[0] for p in removals], [p[1] for p in removals])
         out["removed"] = res["removed"]
     if gold:
-        proj.store.set_gold(proj.pid, [g[0] for g in gold.values()], [g[1] for g in gold.values()])
+        try:
+            proj.store.set_gold(proj.pid, [g[0] for g in gold.values()], [g[1] for g in gold.values()],
+                                limit=proj.conf.max_answers_per_project)
+        except ProjectFull as exc:
+            raise EventRejected(f"{exc}; the event's answers were applied, its gold labels were not") from None
     if gold_drops:
         out["gold_removed"] = drop_gold(proj.store, proj.pid, gold_drops)
 

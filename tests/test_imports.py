@@ -398,3 +398,30 @@ def test_an_aggregation_requested_during_an_import_waits_for_it(client, project,
     # an ended import holds nothing up
     again = client.post("/v1/projects/wait/aggregations", json={"method": "wawa"}, headers=p["writer"])
     assert "waiting_for" not in client.get(again.headers["Location"], headers=p["reader"]).get_json()["job"]
+
+
+def test_gold_of_an_import_counts_against_the_limit_too(make_app, admin):
+    app = make_app(max_answers_per_project=3)
+    client = app.test_client()
+    assert client.post("/v1/projects", json={"id": "gl", "labels": ["a", "b"]}, headers=admin).status_code == 201
+    gold = {"gold": [{"task": f"g{i}", "label": "a"} for i in range(3)]}
+    assert client.post("/v1/projects/gl/gold", json=gold, headers=admin).status_code == 200
+    resp = client.post("/v1/projects/gl/imports?format=csv&gold_column=truth&name=g.csv",
+                       data="task,worker,label,truth\nt1,w1,a,b\n", headers=admin)
+    run_jobs_for(app)
+    view = client.get(resp.headers["Location"], headers=admin).get_json()["job"]
+    assert view["status"] == "failed"
+    assert view["reason"] == ("g.csv: the project holds 3 gold labels; this batch would add 1 more, over its limit of 3; "
+                              "1 answers of this import were stored, its remaining gold labels were not")
+    assert client.get("/v1/projects/gl", headers=admin).get_json()["counts"]["gold"] == 3
+
+
+def test_a_finished_import_reports_its_last_progress_as_complete(client, project, run_jobs):
+    p = project("done", labels=["0", "1"])
+    body = (DATASETS / "bluebirds" / "answers.csv").read_bytes()
+    resp = client.post("/v1/projects/done/imports", data=body, headers={**p["writer"], "Content-Type": "text/csv"})
+    run_jobs()
+    view = job(client, p["reader"], resp)
+    assert view["status"] == "finished"
+    assert view["progress"] == {"stage": "storing", "bytes_read": len(body), "rows": 4212,
+                                "bytes_total": len(body), "fraction": 1.0}

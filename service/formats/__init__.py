@@ -99,6 +99,11 @@ class _Peekable(io.RawIOBase):
         return n
 
 
+def option(name: str) -> str:
+    """How to give a preset option, in a message shared by the command line and the API."""
+    return f"the {name} option (--{name.replace('_', '-')} for crowdqc aggregate, {name}= for an import)"
+
+
 def decode_error(name: str, line: int, exc: UnicodeDecodeError) -> FormatError:
     return FormatError(name, line, f"invalid UTF-8 ({exc.reason})")
 
@@ -137,4 +142,4 @@ PRESET_HELP = {
     "mturk": "Mechanical Turk batch results CSV (HITId task, WorkerId, Answer.<field> label)",
 }
 
-__all__ = ["Answer", "FormatError", "Gold", "PRESETS", "PRESET_HELP", "binary_stream", "decoded_lines", "parse"]
+__all__ = ["Answer", "FormatError", "Gold", "PRESETS", "PRESET_HELP", "binary_stream", "decoded_lines", "option", "parse"]

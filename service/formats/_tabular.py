@@ -8,6 +8,7 @@ import json
 from aggregation.encoding import normalize_label
 
 from . import FormatError, decoded_lines
+from . import option as option_hint
 
 # A single field above this size is a broken file (an unclosed quote swallowing the rest),
 # not data: fail with the line instead of reading gigabytes into one value.
@@ -65,7 +66,7 @@ def pick_field(header: list[str], prefix: str, field: str | None, name: str, opt
     if not candidates:
         raise FormatError(name, 1, f"no {prefix}* column in the header")
     shown = ", ".join(repr(c[len(prefix):]) for c in candidates)
-    raise FormatError(name, 1, f"several {prefix}* columns ({shown}); choose one with the {option} option")
+    raise FormatError(name, 1, f"several {prefix}* columns ({shown}); choose one with {option_hint(option)}")
 
 
 def joined_key(names: list[str], values: list[str]) -> str:

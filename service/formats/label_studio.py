@@ -27,7 +27,7 @@ from __future__ import annotations
 import codecs
 import json
 
-from . import Answer, FormatError, Gold, binary_stream
+from . import Answer, FormatError, Gold, binary_stream, option
 from ._tabular import count, new_gold
 
 CHUNK = 1 << 16
@@ -60,7 +60,7 @@ class ChoicePicker:
                 if self.implicit and len(self.seen) > 1:
                     names = ", ".join(repr(s) for s in self.seen)
                     raise FormatError(
-                        name, line, f"{where}: several choices tags ({names}); choose one with the field option (from_name)"
+                        name, line, f"{where}: several choices tags ({names}); choose one with {option('field')}, the tag's from_name"
                     )
             if self.field is None:
                 self.field = tag

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-from . import Answer, FormatError
+from . import Answer, FormatError, option
 from ._tabular import count, joined_key, pick_field, require, rows
 
 TASK_ANSWERS = "Answer.taskAnswers"
@@ -36,7 +36,7 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
         (field is not None and "Answer." + field.removeprefix("Answer.") not in header) or (field is None and not direct)
     ):
         if field is None:
-            raise FormatError(name, 1, f"{TASK_ANSWERS} holds every answer as JSON: name the answer's key with the field option")
+            raise FormatError(name, 1, f"{TASK_ANSWERS} holds every answer as JSON: name the answer's key with {option('field')}")
         label_ix, json_field = header.index(TASK_ANSWERS), field.removeprefix("Answer.")
     else:
         hdr = [h if h != TASK_ANSWERS else "" for h in header]

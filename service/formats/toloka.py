@@ -22,7 +22,7 @@ answer), ``GOLDEN:<field>`` (the control answer, filled on control tasks),
 
 from __future__ import annotations
 
-from . import Answer, FormatError, Gold
+from . import Answer, FormatError, Gold, option
 from ._tabular import count, joined_key, new_gold, pick_field, require, rows
 
 WORKER = "ASSIGNMENT:worker_id"
@@ -42,7 +42,7 @@ def parse(stream, name: str = "<input>", *, field=None, task_key=None, include_r
     if task_key is None:
         task_ix = [i for i, h in enumerate(header) if h.startswith("INPUT:")]
         if not task_ix:
-            raise FormatError(name, 1, "no INPUT:* column to identify tasks (name one with the task_key option)")
+            raise FormatError(name, 1, f"no INPUT:* column to identify tasks (name one with {option('task_key')})")
     else:
         col = task_key if task_key in header else "INPUT:" + task_key
         task_ix = [require(header, col, name)]
