@@ -280,7 +280,7 @@ def _aggregate(args, params: dict, classes, progress: Progress, started: float) 
         gold = Gold(codes, n_given, n_unanswered)
         warnings += gold_warnings
         if export_gold is not None:
-            warnings.append(f"{args.answers}: the export's gold labels ({len(export_gold[0])} tasks) are not used: "
+            warnings.append(f"{args.answers}: the export's gold labels ({_count(len(export_gold[0]), 'task')}) are not used: "
                             f"--gold {args.gold} replaces them")
     elif export_gold is not None:
         gold = Gold.from_labels(answers, export_gold)
@@ -339,15 +339,15 @@ def human_summary(summary: dict, out_dir) -> str:
     acc = summary.get("accuracy")
     if acc is not None:
         if not acc["gold_tasks_used"]:
-            lines.append(f"  accuracy vs gold: no gold task was answered ({acc['gold_tasks_given']} gold tasks)")
+            lines.append(f"  accuracy vs gold: no gold task was answered ({_count(acc['gold_tasks_given'], 'gold task')})")
         elif acc["method"] is None:  # clamped: the model saw the gold labels
             lines.append(
-                f"  accuracy vs gold ({acc['gold_tasks_used']} tasks): majority vote {acc['majority_vote']:.4f}; "
+                f"  accuracy vs gold ({_count(acc['gold_tasks_used'], 'task')}): majority vote {acc['majority_vote']:.4f}; "
                 f"{summary['method']} not measured (gold clamped; use --gold-mode evaluate to measure it)"
             )
         else:
             lines.append(
-                f"  accuracy vs gold ({acc['gold_tasks_used']} tasks): {summary['method']} {acc['method']:.4f}, "
+                f"  accuracy vs gold ({_count(acc['gold_tasks_used'], 'task')}): {summary['method']} {acc['method']:.4f}, "
                 f"majority vote {acc['majority_vote']:.4f}"
             )
     parts = []
@@ -361,10 +361,10 @@ def human_summary(summary: dict, out_dir) -> str:
     flagged = {k: v for k, v in c["flagged_workers"].items() if v}
     flag_text = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in flagged.items()) or "none"
     lines.append(
-        f"  majority vote tied on {c['majority_vote_tied_tasks']} tasks"
+        f"  majority vote tied on {_count(c['majority_vote_tied_tasks'], 'task')}"
         + (f" ({summary['method']}: {c['tied_tasks']})" if summary["method"] != "majority_vote" else "")
         + "; model overrules majority vote on "
-        f"{c['tasks_where_model_overrules_majority_vote']} tasks; flagged workers: {flag_text}"
+        f"{_count(c['tasks_where_model_overrules_majority_vote'], 'task')}; flagged workers: {flag_text}"
     )
     t = summary["timings"]
     lines.append(f"  time: read {t.get('read', 0):.2f}s, fit {t.get('fit', 0):.2f}s, "
@@ -373,6 +373,10 @@ def human_summary(summary: dict, out_dir) -> str:
     for warning in summary["warnings"]:
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def run_serve(args) -> int:

@@ -86,7 +86,7 @@ def test_a_gold_file_replaces_the_exports_gold(tmp_path):
                      "--method", "majority_vote", "--gold", gold)
     # 101 voted Positive (wrong), 102 tied to Neutral (right); 103's export gold is unused
     assert summary["accuracy"]["gold_tasks_used"] == 2 and summary["accuracy"]["method"] == 0.5
-    assert any("gold labels (1 tasks) are not used" in w for w in summary["warnings"])
+    assert any("gold labels (1 task) are not used" in w for w in summary["warnings"])
 
 
 @pytest.mark.parametrize("args, message", [
