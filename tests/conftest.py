@@ -118,3 +118,14 @@ def run_jobs(app):
         return worker.work(burst=True, with_scheduler=with_scheduler, logging_level="WARNING")
 
     return run
+
+
+def aggregate(client, p, run_jobs, method="majority_vote"):
+    """Aggregate project ``p`` (from the ``project`` fixture) in an in-process worker;
+    returns the published result's version."""
+    resp = client.post(f"/v1/projects/{p['id']}/aggregations", json={"method": method}, headers=p["writer"])
+    assert resp.status_code == 202, resp.get_json()
+    run_jobs()
+    job = client.get(resp.headers["Location"], headers=p["reader"]).get_json()["job"]
+    assert job["status"] == "finished", job
+    return job["result"]["version"]

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import aggregate
 
 DATA = Path(__file__).parent / "data" / "formats"
 
@@ -29,15 +30,6 @@ EXPECTED = {  # task -> (label, confidence, n_labels)
 
 def export(client, p, query="", headers=None):
     return client.get(f"/v1/projects/{p['id']}/exports/consensus{query}", headers=headers or p["reader"])
-
-
-def aggregate(client, p, run_jobs, method="majority_vote"):
-    resp = client.post(f"/v1/projects/{p['id']}/aggregations", json={"method": method}, headers=p["writer"])
-    assert resp.status_code == 202, resp.get_json()
-    run_jobs()
-    job = client.get(resp.headers["Location"], headers=p["reader"]).get_json()["job"]
-    assert job["status"] == "finished", job
-    return job["result"]["version"]
 
 
 def consensus(client, p):

@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import aggregate
 
 EVENTS = ["aggregation.finished", "task.consensus_changed", "task.confidence_reached", "worker.flagged"]
 
@@ -81,15 +82,6 @@ def subscribe(client, p, url, events=EVENTS, headers=None, **extra):
 def post(client, p, rows):
     resp = client.post(f"/v1/projects/{p['id']}/labels", json={"labels": rows}, headers=p["writer"])
     assert resp.status_code == 200, resp.get_json()
-
-
-def aggregate(client, p, run_jobs, method="majority_vote"):
-    resp = client.post(f"/v1/projects/{p['id']}/aggregations", json={"method": method}, headers=p["writer"])
-    assert resp.status_code == 202, resp.get_json()
-    run_jobs()
-    job = client.get(resp.headers["Location"], headers=p["reader"]).get_json()["job"]
-    assert job["status"] == "finished", job
-    return job["result"]["version"]
 
 
 def consensus(client, p) -> dict:
