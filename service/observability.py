@@ -183,13 +183,16 @@ def _teardown(_exc):
 
 def metrics_view():
     settings = current_app.config["CROWDQC"]
-    if settings.metrics_token:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.metrics_token.encode()):
-            from .api.errors import error_response
+    # A scraper gets a token of its own (CROWDQC_METRICS_TOKEN) that opens nothing else;
+    # without one, /metrics is the admin's: counts and route names are not for everyone.
+    expected, name = (settings.metrics_token, "CROWDQC_METRICS_TOKEN") if settings.metrics_token else \
+        (settings.admin_token, "CROWDQC_ADMIN_TOKEN")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        from .api.errors import error_response
 
-            return error_response(401, "GET /metrics needs 'Authorization: Bearer <CROWDQC_METRICS_TOKEN>'",
-                                  headers={"WWW-Authenticate": 'Bearer realm="crowdqc-metrics"'})
+        return error_response(401, f"GET /metrics needs 'Authorization: Bearer <{name}>'",
+                              headers={"WWW-Authenticate": 'Bearer realm="crowdqc-metrics"'})
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

@@ -70,9 +70,10 @@ _METRICS = {
     "get": {
         "tags": ["metrics"],
         "summary": "Prometheus metrics",
-        "description": "Request metrics of this process; job outcomes, durations and queue depth from Redis. "
-                       "Needs 'Authorization: Bearer <CROWDQC_METRICS_TOKEN>' when that token is set.",
-        "security": [{}, {"bearerAuth": []}],
+        "description": "Request metrics of the API processes; answers stored, job outcomes, durations and queue "
+                       "depth from Redis. Needs 'Authorization: Bearer <CROWDQC_METRICS_TOKEN>', or the admin token "
+                       "when no metrics token is set.",
+        "security": [{"bearerAuth": []}],
         "responses": {
             "200": {"description": "Prometheus text exposition format",
                     "content": {"text/plain": {"schema": {"type": "string", "minLength": 1}}}},

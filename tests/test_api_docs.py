@@ -136,7 +136,7 @@ def test_a_whole_session_conforms_to_the_document(walk, run_jobs):
 
     walk("GET", "/healthz", 200, headers={})
     walk("GET", "/readyz", 200, headers={})
-    assert b"crowdqc_http_requests_total" in walk("GET", "/metrics", 200, headers={}).data
+    assert b"crowdqc_http_requests_total" in walk("GET", "/metrics", 200).data
 
     # projects and keys
     created = walk("POST", "/v1/projects", 201, json={"id": "p1", "labels": ["a", "b", "c"]})

@@ -275,6 +275,13 @@ def test_metrics_token_when_set(make_app):
     assert resp.status_code == 200 and "crowdqc_http_requests_total" in resp.get_data(as_text=True)
 
 
+def test_metrics_need_the_admin_token_when_no_metrics_token_is_set(client):
+    for headers in ({}, bearer("wrong"), {"Authorization": ADMIN_TOKEN}):
+        e = error_of(client.get("/metrics", headers=headers), 401)
+        assert "CROWDQC_ADMIN_TOKEN" in e["message"]
+    assert client.get("/metrics", headers=bearer(ADMIN_TOKEN)).status_code == 200
+
+
 def test_health_checks_and_docs_need_no_token(client):
     for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
         assert client.get(path).status_code == 200, path
@@ -376,7 +383,7 @@ def test_no_secret_appears_in_the_logs(app, client, world, all_logs, run_jobs):
                 for target in (A, B):
                     client.post(f"/v1/projects/{target}/integrations/label-studio/webhook", json={"action": "PROJECT_UPDATED"}, headers=headers)
     run_jobs()
-    client.get("/metrics")
+    client.get("/metrics", headers=bearer(ADMIN_TOKEN))
 
     lines = all_logs()
     assert len(lines) > 50, "the session was not logged at all"

@@ -335,7 +335,7 @@ def test_full_flow_through_gunicorn_and_two_workers(processes, tmp_path):
 
     # Job metrics come from Redis.
     def scrape():
-        text = s.get(base + "/metrics", timeout=5).text
+        text = s.get(base + "/metrics", headers=adm, timeout=5).text
         return text if "crowdqc_workers 2.0" in text else None
 
     text = wait_until(scrape, 20, 0.2, "both workers in /metrics")

@@ -188,7 +188,7 @@ def test_worker_killed_mid_aggregation(processes):
     rows, v3 = _all_consensus(client, reader)
     assert v3 > v1 and len(rows) == 3000
 
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", headers=bearer(ADMIN_TOKEN)).get_data(as_text=True)
     assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in text
     assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 2.0' in text
 
@@ -198,7 +198,7 @@ def test_worker_killed_mid_aggregation(processes):
 
     StartedJobRegistry(queue=app.extensions["crowdqc_jobs"].queue).cleanup(timestamp=time.time() + 3600)
     assert client.get(slow, headers=reader).get_json()["job"]["reason"] == job["reason"]
-    assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in client.get("/metrics", headers=bearer(ADMIN_TOKEN)).get_data(as_text=True)
 
 
 @pytest.mark.slow
@@ -256,7 +256,7 @@ def test_a_job_of_another_kind_abandoned_by_a_killed_worker_is_counted_lost(proc
         worker.popen.wait(5)
         cleaner = CrowdqcWorker([queue], connection=queue.connection, serializer=JSONSerializer, key_prefix="crowdqc:")
         started.cleanup(timestamp=time.time() + 3600, exception_handlers=cleaner._exc_handlers)
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", headers=bearer(ADMIN_TOKEN)).get_data(as_text=True)
     assert 'crowdqc_jobs_total{kind="webhook_delivery",outcome="lost"} 1.0' in text, delivery
     assert 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
     assert 'crowdqc_jobs_total{kind="webhook_delivery",outcome="failed"} 0.0' in text
@@ -287,7 +287,7 @@ def test_orphaned_work_horse_fails_its_job_and_never_publishes(client, project, 
     assert job["status"] == "failed" and "worker running this job stopped" in job["reason"], job
     after = client.get("/v1/projects/orph/consensus", query_string={"limit": 1000}, headers=p["reader"]).get_json()
     assert after == before and after["version"] == 1
-    text = client.get("/metrics").get_data(as_text=True)
+    text = client.get("/metrics", headers=bearer(ADMIN_TOKEN)).get_data(as_text=True)
     assert 'crowdqc_jobs_total{kind="aggregation",outcome="lost"} 1.0' in text and 'crowdqc_jobs_total{kind="aggregation",outcome="finished"} 1.0' in text
 
 
@@ -330,7 +330,7 @@ def test_redis_outage_gives_503_and_recovers_without_restart(processes):
         assert per_request < 5, f"{per_request:.1f} s per request"
         assert_error_shape(client.get("/readyz"), 503)
         assert client.get("/healthz").status_code == 200
-        metrics = client.get("/metrics")
+        metrics = client.get("/metrics", headers=bearer(ADMIN_TOKEN))
         assert metrics.status_code == 200 and "crowdqc_redis_up 0.0" in metrics.get_data(as_text=True)
         if resume:
             redis.proc.kill_group(resume)

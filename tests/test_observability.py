@@ -18,7 +18,7 @@ LABELS_ROUTE = "/v1/projects/<project_id>/labels"
 
 def scrape(client) -> dict:
     """{(sample name, frozenset(labels)): value} of one /metrics scrape."""
-    resp = client.get("/metrics")
+    resp = client.get("/metrics", headers=bearer(ADMIN_TOKEN))
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     out = {}
     for family in text_string_to_metric_families(resp.get_data(as_text=True)):
@@ -191,7 +191,7 @@ def test_every_job_kind_is_counted_by_kind_and_outcome(make_app, admin, namespac
         assert 0 < val(m, "crowdqc_job_duration_seconds_sum", kind=kind) < 60, kind
     assert val(m, "crowdqc_queue_jobs", state="queued") == 0
     assert val(m, "crowdqc_queue_jobs", state="failed") == 2  # the bad import, the undeliverable event
-    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics", headers=bearer(ADMIN_TOKEN)).get_data(as_text=True))}
     assert "imports, webhook deliveries, Label Studio drains" in families["crowdqc_queue_jobs"].documentation
 
 
