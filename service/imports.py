@@ -266,7 +266,7 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
     limit = int(getattr(conf, "max_answers_per_project", 0) or 0)
     held = store.counts(project)["answers"]
     if limit and held + n_answers > limit:
-        raise FormatError(name, None, _full(project, held, n_answers, limit))
+        raise FormatError(name, None, str(ProjectFull(project, held, n_answers, limit)))
 
     # Pass 2: store.
     from .formats import label_studio
@@ -294,7 +294,7 @@ def import_staged(store: Store, project: str, key: str, options: dict, conf, pro
                 out = store.ingest(project, list(t), list(w), list(lab), [""] * len(batch), limit=limit)
             except ProjectFull as exc:
                 raise ImportStopped(
-                    f"{name}: {_full(project, exc.held, exc.new, exc.limit)}; {stored} answers of this import were "
+                    f"{name}: {exc}; {stored} answers of this import were "
                     "stored before the project filled up (answers sent meanwhile count too), the rest were not"
                 ) from None
             for k in totals:
@@ -346,12 +346,6 @@ def remember_label_studio_tags(store: Store, project: str, from_name: str, to_na
     store.r.hsetnx(key, "from_name", from_name)
     if to_name:
         store.r.hsetnx(key, "to_name", to_name)
-
-
-def _full(project: str, held: int, new: int, limit: int) -> str:
-    # The labels endpoint's wording (service/api/labels.py), so both say the same.
-    return (f"project {project!r} is full: it holds {held} answers and this batch would add {new}, "
-            f"over the limit of {limit} answers per project (CROWDQC_MAX_ANSWERS)")
 
 
 def _left_out(stats: dict) -> str:

@@ -269,10 +269,12 @@ def _s(value) -> str | None:
 
 
 class ProjectFull(Exception):
-    """A batch would take a project past its limit (nothing was written)."""
+    """A batch would take a project past its limit (nothing was written).  ``str()`` is the
+    one wording of it, for the labels and gold endpoints, imports and webhook events."""
 
-    def __init__(self, held: int, new: int, limit: int, what: str = "answers"):
-        super().__init__(f"the project holds {held} {what}; this batch would add {new} more, over its limit of {limit}")
+    def __init__(self, project: str, held: int, new: int, limit: int, what: str = "answers"):
+        super().__init__(f"project {project!r} is full: it holds {held} {what} and this batch would add {new}, "
+                         f"over the limit of {limit} {what} per project (CROWDQC_MAX_ANSWERS)")
         self.held, self.new, self.limit, self.what = held, new, limit, what
 
 
@@ -433,7 +435,7 @@ class Store:
         keys.append(self.answers_metric_key())
         accepted, dup, replaced, rev = self._ingest(keys=keys, args=argv)
         if int(accepted) < 0:
-            raise ProjectFull(held=int(dup), new=int(replaced), limit=int(rev))
+            raise ProjectFull(pid, held=int(dup), new=int(replaced), limit=int(rev))
         return {"accepted": int(accepted), "duplicates": int(dup), "replaced": int(replaced), "revision": int(rev)}
 
     def snapshot(self, pid: str) -> Snapshot:
@@ -512,7 +514,7 @@ class Store:
             args += [task, label]
         out = self._set_gold(keys=[self.pkey(pid, "gold"), self.pkey(pid, "rev")], args=args)
         if int(out[0]) < 0:
-            raise ProjectFull(held=int(out[1]), new=int(out[2]), limit=int(out[3]), what="gold labels")
+            raise ProjectFull(pid, held=int(out[1]), new=int(out[2]), limit=int(out[3]), what="gold labels")
         return {"accepted": len(mapping), "new": int(out[0]), "revision": int(out[1])}
 
     # -- results -----------------------------------------------------------------------

@@ -411,8 +411,9 @@ def test_gold_of_an_import_counts_against_the_limit_too(make_app, admin):
     run_jobs_for(app)
     view = client.get(resp.headers["Location"], headers=admin).get_json()["job"]
     assert view["status"] == "failed"
-    assert view["reason"] == ("g.csv: the project holds 3 gold labels; this batch would add 1 more, over its limit of 3; "
-                              "1 answers of this import were stored, its remaining gold labels were not")
+    assert view["reason"] == ("g.csv: project 'gl' is full: it holds 3 gold labels and this batch would add 1, over the "
+                              "limit of 3 gold labels per project (CROWDQC_MAX_ANSWERS); 1 answers of this import were "
+                              "stored, its remaining gold labels were not")
     assert client.get("/v1/projects/gl", headers=admin).get_json()["counts"]["gold"] == 3
 
 

@@ -56,7 +56,7 @@ class Labels(MethodView):
         try:
             out = store.ingest(project_id, tasks, workers, labels, ids, limit=settings.max_answers_per_project)
         except ProjectFull as exc:
-            raise _full(project_id, exc, "labels") from None
+            raise _full(exc, "labels") from None
         out = {"received": len(tasks), **out}
         agg = meta.get("aggregation") or {}
         if agg.get("auto") and out["accepted"] + out["replaced"] > 0:
@@ -86,14 +86,13 @@ class Gold(MethodView):
             out = current_app.extensions["crowdqc_store"].set_gold(project_id, tasks, labels,
                                                                    limit=settings.max_answers_per_project)
         except ProjectFull as exc:
-            raise _full(project_id, exc, "gold") from None
+            raise _full(exc, "gold") from None
         return jsonify(out)
 
 
-def _full(project_id: str, exc: ProjectFull, field: str) -> ApiError:
+def _full(exc: ProjectFull, field: str) -> ApiError:
     return ApiError(
         409,
-        f"project {project_id!r} is full: it holds {exc.held} {exc.what} and this batch would add {exc.new}, "
-        f"over the limit of {exc.limit} {exc.what} per project (CROWDQC_MAX_ANSWERS); nothing was stored",
+        f"{exc}; nothing was stored",
         [{"path": field, "field": field, "message": f"limit of {exc.limit} {exc.what} per project reached"}],
     )
